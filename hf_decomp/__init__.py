@@ -1,0 +1,29 @@
+"""hf-decomp: find and use class-specific features in image classifiers.
+
+Implements "Decomposing the Deep: Finding Class Specific Filters in Deep CNNs" (Badola et al.) for
+timm and transformers classifiers whose last layer is one linear layer over pooled features.
+"""
+
+__version__ = "0.1.0"
+
+from .analyze import AnalysisResult, analyze, evaluate_decomposition, gather_statistics  # noqa: E402
+from .head import DecomposedLinear  # noqa: E402
+from .indices import InfluentialIndices  # noqa: E402
+from .models import ClassifierAdapter, load_classifier  # noqa: E402
+from .selection import coverage_per_class, select_from_statistics, top_k_per_class  # noqa: E402
+from .statistics import ClassStatistics  # noqa: E402
+
+__all__ = [
+    "AnalysisResult",
+    "ClassStatistics",
+    "ClassifierAdapter",
+    "DecomposedLinear",
+    "InfluentialIndices",
+    "analyze",
+    "coverage_per_class",
+    "evaluate_decomposition",
+    "gather_statistics",
+    "load_classifier",
+    "select_from_statistics",
+    "top_k_per_class",
+]

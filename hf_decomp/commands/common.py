@@ -1,0 +1,35 @@
+"""Arguments shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=None,
+                       help="timm name (cifar10_resnet20, timm:resnet50.a1_in1k, hf-hub:timm/...), "
+                            "transformers Hub id or local folder (default: cifar10_resnet20)")
+    group.add_argument("--checkpoint", default=None, help="local weights file for a timm architecture")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default=None,
+                       help="Hub dataset name or local folder/parquet (default: bundled CIFAR-10, "
+                            "else uoft-cs/cifar10 from the Hub)")
+    group.add_argument("--stats-split", default="train", help="split for the statistics (default: train)")
+    group.add_argument("--eval-split", default=None, help="split for evaluation (default: test, else validation)")
+    group.add_argument("--image-column", default=None, help="image column (default: detected)")
+    group.add_argument("--label-column", default=None, help="label column (default: detected)")
+    group.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
+    group.add_argument("--limit", type=int, default=None, help="seeded random subset of the statistics split")
+    group.add_argument("--eval-limit", type=int, default=None, help="seeded random subset of the eval split")
+    group.add_argument("--batch-size", type=int, default=256)
+    group.add_argument("--num-workers", type=int, default=None, help="data-loader workers (default: up to 4)")
+    group.add_argument("--seed", type=int, default=0, help="seed of --limit subsets and of the noise ablation")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--out", default=default_out, help=f"results folder (default: {default_out})")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")

@@ -1,0 +1,179 @@
+"""Image classification datasets through 🤗 datasets: Hub names, local parquet / imagefolder folders.
+
+Images are read undecoded (``Image(decode=False)``) and decoded in the data-loader workers, so one
+corrupt file is skipped and counted instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from ..errors import DecompFileError, DecompValueError
+from ..paths import default_cifar10_dataset
+
+__all__ = ["ImageSplit", "load_image_split", "split_names", "default_eval_split"]
+
+_IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values", "jpg", "png", "picture")
+_LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "cls", "target")
+_EVAL_SPLIT_PREFERENCE = ("test", "validation", "valid", "val")
+
+
+@dataclass
+class ImageSplit:
+    """One split of an image classification dataset, with its detected columns.
+
+    Attributes:
+        dataset: a ``datasets.Dataset`` or ``IterableDataset`` with the image column undecoded.
+        name: how the dataset was asked for; split: the split's name.
+        image_column / label_column: the columns used (label_column is None for unlabeled data).
+        label_names: class names when the label column is a ``ClassLabel``, else None.
+        streaming: whether ``dataset`` is an ``IterableDataset``.
+    """
+
+    dataset: datasets.Dataset | datasets.IterableDataset
+    name: str
+    split: str
+    image_column: str
+    label_column: str | None
+    label_names: list[str] | None
+    streaming: bool
+
+    @property
+    def num_rows(self) -> int | None:
+        return None if self.streaming else len(self.dataset)
+
+    def describe(self) -> dict:
+        return {"dataset": self.name, "split": self.split, "image_column": self.image_column,
+                "label_column": self.label_column, "streaming": self.streaming, "num_rows": self.num_rows}
+
+
+def _load_args(name: str) -> tuple[str, dict]:
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix != ".parquet":
+            raise DecompValueError(f"Dataset file {name!r}: only .parquet files can be given directly; "
+                                   f"give a folder (parquet or imagefolder layout) or a Hub name.")
+        return "parquet", {"data_files": {"train": str(path)}}
+    if path.is_dir():
+        return str(path), {}
+    if name.startswith((".", "/", "~")):
+        raise DecompFileError(f"Dataset folder {name!r} does not exist.")
+    return name, {}
+
+
+def split_names(name: str | None) -> list[str]:
+    """The splits a dataset offers (reads local folders without network)."""
+    name = name or default_cifar10_dataset()
+    path, kwargs = _load_args(name)
+    if "data_files" in kwargs:
+        return list(kwargs["data_files"])
+    try:
+        return list(datasets.get_dataset_split_names(path, **kwargs))
+    except Exception as e:  # noqa: BLE001 - datasets raises many types for unreachable data
+        raise DecompFileError(
+            f"Could not read dataset {name!r} ({type(e).__name__}: {e}). Give a local folder "
+            f"(parquet or imagefolder) or make sure the Hub is reachable."
+        ) from e
+
+
+def default_eval_split(name: str | None) -> str:
+    """``test``, else ``validation`` (or the first of val-like names) of the dataset."""
+    available = split_names(name)
+    for candidate in _EVAL_SPLIT_PREFERENCE:
+        if candidate in available:
+            return candidate
+    raise DecompValueError(
+        f"Dataset {name!r} has no test or validation split (it has {available}); choose one with --eval-split."
+    )
+
+
+def _detect_column(features: datasets.Features, wanted: str | None, kind: str, feature_type, names, flag) -> str | None:
+    columns = list(features)
+    if wanted is not None:
+        if wanted not in features:
+            raise DecompValueError(f"{kind} column {wanted!r} not found; the dataset has columns {columns}.")
+        return wanted
+    typed = [c for c, f in features.items() if isinstance(f, feature_type)]
+    if typed:
+        return typed[0]
+    for candidate in names:
+        if candidate in features:
+            return candidate
+    return None
+
+
+def load_image_split(
+    name: str | None,
+    split: str,
+    *,
+    streaming: bool = False,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    require_labels: bool = True,
+    limit: int | None = None,
+    seed: int = 0,
+) -> ImageSplit:
+    """Load one split of an image classification dataset.
+
+    Args:
+        name: Hub dataset name (``uoft-cs/cifar10``), a local folder (parquet or imagefolder) or a
+            ``.parquet`` file; None for the bundled CIFAR-10 (Hub's ``uoft-cs/cifar10`` if absent).
+        split: e.g. ``train``, ``test``, ``validation``.
+        streaming: return an ``IterableDataset`` that reads as it goes.
+        image_column / label_column: override the detected columns.
+        require_labels: raise when no label column is found.
+        limit: keep a seeded random subset of ``limit`` rows (quick runs). Random, not the first
+            rows, because datasets such as CIFAR-10 on the Hub are stored sorted by label.
+        seed: seed of that subset.
+    """
+    name = name or default_cifar10_dataset()
+    if limit is not None and limit < 1:
+        raise DecompValueError(f"limit={limit} must be a positive number of rows")
+    path, kwargs = _load_args(name)
+    try:
+        dataset = datasets.load_dataset(path, split=split, streaming=streaming, **kwargs)
+    except ValueError as e:
+        if "split" in str(e).lower():
+            raise DecompValueError(
+                f"Dataset {name!r} has no split {split!r}; available splits: {split_names(name)}."
+            ) from e
+        raise
+    except (FileNotFoundError, ConnectionError, OSError) as e:
+        raise DecompFileError(
+            f"Could not load dataset {name!r} split {split!r} ({type(e).__name__}: {e}). Offline, give a "
+            f"local folder (parquet or imagefolder layout) with --dataset PATH."
+        ) from e
+
+    features = dataset.features
+    if features is None:  # some streaming sources only know their columns after one row
+        features = datasets.Features.from_dict(
+            {k: {"_type": "Value", "dtype": "string"} for k in next(iter(dataset))}
+        )
+    image_col = _detect_column(features, image_column, "image", datasets.Image, _IMAGE_COLUMN_NAMES, "--image-column")
+    label_col = _detect_column(features, label_column, "label", datasets.ClassLabel, _LABEL_COLUMN_NAMES, "--label-column")
+    if image_col is None:
+        raise DecompValueError(
+            f"Dataset {name!r} has no recognisable image column; its columns are {list(features)}. "
+            f"Name it with --image-column (image_column=...)."
+        )
+    if label_col is None and require_labels:
+        raise DecompValueError(
+            f"Dataset {name!r} has no recognisable label column; its columns are {list(features)}. "
+            f"Name it with --label-column (label_column=...)."
+        )
+    if isinstance(features[image_col], datasets.Image):
+        dataset = dataset.cast_column(image_col, datasets.Image(decode=False))
+    label_feature = features[label_col] if label_col else None
+    label_names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
+    keep = [c for c in (image_col, label_col) if c]
+    dataset = dataset.select_columns(keep)
+    if limit is not None:
+        if streaming:
+            dataset = dataset.shuffle(seed=seed, buffer_size=10_000).take(limit)
+        else:
+            dataset = dataset.shuffle(seed=seed).select(range(min(limit, len(dataset))))
+    return ImageSplit(dataset=dataset, name=name, split=split, image_column=image_col, label_column=label_col,
+                      label_names=label_names, streaming=streaming)

@@ -1,0 +1,109 @@
+"""Evaluation of a decomposition in one pass over the eval features.
+
+Counts, per class, the samples the full layer and the decomposed head classify correctly, and the
+paper's Gaussian-noise ablation: the true class's influential features (or all its other features)
+replaced by N(0, 1) noise, then classified by the full layer. All counts are additive.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .head import DecomposedLinear
+
+__all__ = ["EvaluationAccumulator", "noise_ablation_inputs"]
+
+
+def noise_ablation_inputs(
+    features: torch.Tensor, class_mask: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two ablated copies of a batch.
+
+    Args:
+        features: (B, d) pooled features.
+        class_mask: (B, d) bool, True at the influential features of each sample's true class.
+        generator: source of the N(0, 1) noise (on the features' device).
+
+    Returns:
+        (influential replaced by noise, non-influential replaced by noise), both (B, d).
+    """
+    noise = torch.randn(features.shape, generator=generator, device=features.device, dtype=features.dtype)
+    return torch.where(class_mask, noise, features), torch.where(class_mask, features, noise)
+
+
+class EvaluationAccumulator:
+    """Accumulates accuracy counts of the full layer, the decomposed head and the noise ablation.
+
+    Args:
+        weight: (C, d) dense weight; bias: (C,).
+        head: the decomposed head built from the same layer.
+        seed: seed of the ablation noise.
+    """
+
+    COUNTERS = ("samples", "full_correct", "decomposed_correct", "influential_noise_correct",
+                "non_influential_noise_correct")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, head: DecomposedLinear, seed: int = 0):
+        self.weight = weight.detach()
+        self.bias = bias.detach()
+        self.head = head
+        self.mask = head.mask()
+        device = self.weight.device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        num_classes = self.weight.shape[0]
+        self.counts = {name: torch.zeros(num_classes, dtype=torch.int64, device=device) for name in self.COUNTERS}
+        self.nonfinite_samples = torch.zeros((), dtype=torch.int64, device=device)
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        finite = torch.isfinite(features).all(dim=1)
+        if not bool(finite.all()):
+            self.nonfinite_samples += (~finite).sum()
+            features, labels = features[finite], labels[finite]
+        features = features.to(self.weight.dtype)
+
+        def tally(name: str, logits: torch.Tensor) -> None:
+            correct = (logits.argmax(dim=1) == labels).long()
+            self.counts[name].index_add_(0, labels, correct)
+
+        self.counts["samples"].index_add_(0, labels, torch.ones_like(labels))
+        tally("full_correct", torch.nn.functional.linear(features, self.weight, self.bias))
+        tally("decomposed_correct", self.head(features))
+        influential_noised, others_noised = noise_ablation_inputs(features, self.mask[labels], self.generator)
+        tally("influential_noise_correct", torch.nn.functional.linear(influential_noised, self.weight, self.bias))
+        tally("non_influential_noise_correct", torch.nn.functional.linear(others_noised, self.weight, self.bias))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**self.counts, "nonfinite_samples": self.nonfinite_samples}
+
+    def result(self, label_names: list[str]) -> dict:
+        """Accuracies (percent), rho, per-class accuracies and the ablation, as JSON-safe numbers."""
+        counts = {name: tensor.cpu() for name, tensor in self.counts.items()}
+        total = int(counts["samples"].sum())
+        if total == 0:
+            raise ValueError("no evaluation samples were seen; the eval split is empty or every image was skipped")
+
+        def pct(correct: torch.Tensor) -> float:
+            return 100.0 * int(correct.sum()) / total
+
+        full, decomposed = pct(counts["full_correct"]), pct(counts["decomposed_correct"])
+        per_class = {}
+        for c, name in enumerate(label_names):
+            n = int(counts["samples"][c])
+            per_class[name] = {
+                "samples": n,
+                "full_accuracy": 100.0 * int(counts["full_correct"][c]) / n if n else None,
+                "decomposed_accuracy": 100.0 * int(counts["decomposed_correct"][c]) / n if n else None,
+            }
+        return {
+            "eval_samples": total,
+            "full_accuracy": full,
+            "decomposed_accuracy": decomposed,
+            "rho": decomposed / full if full > 0 else None,
+            "noise_ablation": {
+                "influential_to_noise_accuracy": pct(counts["influential_noise_correct"]),
+                "non_influential_to_noise_accuracy": pct(counts["non_influential_noise_correct"]),
+            },
+            "per_class": per_class,
+            "nonfinite_samples": int(self.nonfinite_samples),
+        }

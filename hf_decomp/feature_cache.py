@@ -1,0 +1,134 @@
+"""Pooled features cached on disk as safetensors shards, keyed by model and data.
+
+A cache folder holds ``meta.json`` (what produced the features) and ``shard-00000.safetensors``,
+... each with ``features`` (n, d) float32 and ``labels`` (n,) int64. Shards stream: readers never
+need more than one shard in memory. A folder made for another model or dataset is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .data import ImageSplit
+from .errors import DecompValueError
+from .features import FeaturePass, make_accelerator
+from .io_utils import atomic_write_json
+from .models import ClassifierAdapter
+from .paths import cache_dir
+
+__all__ = ["feature_cache_key", "FeatureCache", "cached_features"]
+
+CACHE_FORMAT = "hf-decomp-features/1"
+
+
+def feature_cache_key(adapter: ClassifierAdapter, split: ImageSplit, extra: dict | None = None) -> dict:
+    """What determines the features: model, weights fingerprint, preprocessing and data."""
+    weight = adapter.weight.detach().float().cpu()
+    fingerprint = hashlib.sha256(weight.numpy().tobytes() + adapter.bias.detach().float().cpu().numpy().tobytes())
+    return {
+        "format": CACHE_FORMAT,
+        "model": adapter.name,
+        "classifier_sha256": fingerprint.hexdigest()[:16],
+        "num_features": adapter.num_features,
+        "num_classes": adapter.num_classes,
+        "transform": repr(adapter.transform),
+        **split.describe(),
+        **(extra or {}),
+    }
+
+
+class FeatureCache:
+    """One cached (model, split) feature set in ``directory``."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    @property
+    def meta_path(self) -> Path:
+        return self.directory / "meta.json"
+
+    def is_complete(self) -> bool:
+        return self.meta_path.is_file() and json.loads(self.meta_path.read_text()).get("complete", False)
+
+    def meta(self) -> dict:
+        return json.loads(self.meta_path.read_text())
+
+    def check_matches(self, key: dict) -> None:
+        """Refuse a cache made for another model or dataset, naming the fields that differ."""
+        stored = self.meta().get("key", {})
+        different = {k: (stored.get(k), v) for k, v in key.items() if stored.get(k) != v}
+        if different:
+            details = "; ".join(f"{k}: cached {a!r}, asked {b!r}" for k, (a, b) in different.items())
+            raise DecompValueError(
+                f"Feature cache {self.directory} was made for other inputs ({details}). Use another "
+                f"--cache-dir or delete that folder."
+            )
+
+    def write(self, batches, key: dict, shard_size: int = 65_536) -> None:
+        """Write batches of (features, labels) into shards, then mark the cache complete."""
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+        buffered, labels, count, shards = [], [], 0, 0
+
+        def flush():
+            nonlocal buffered, labels, shards
+            if buffered:
+                save_file({"features": torch.cat(buffered).contiguous(), "labels": torch.cat(labels).contiguous()},
+                          self.directory / f"shard-{shards:05d}.safetensors")
+                shards += 1
+                buffered, labels = [], []
+
+        for features, batch_labels in batches:
+            buffered.append(features.detach().float().cpu())
+            labels.append(batch_labels.detach().long().cpu())
+            count += features.shape[0]
+            if sum(b.shape[0] for b in buffered) >= shard_size:
+                flush()
+        flush()
+        atomic_write_json(self.meta_path, {"key": key, "num_samples": count, "num_shards": shards, "complete": True})
+
+    def iter_shards(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for path in sorted(self.directory.glob("shard-*.safetensors")):
+            tensors = load_file(path)
+            yield tensors["features"], tensors["labels"]
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor]:
+        shards = list(self.iter_shards())
+        if not shards:
+            num_features = self.meta()["key"]["num_features"]
+            return torch.empty(0, num_features), torch.empty(0, dtype=torch.long)
+        return torch.cat([f for f, _ in shards]), torch.cat([l for _, l in shards])
+
+
+def cached_features(
+    adapter: ClassifierAdapter,
+    split: ImageSplit,
+    directory: str | Path | None = None,
+    accelerator=None,
+    batch_size: int = 256,
+    num_workers: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of a split, computed once and then read from the cache.
+
+    ``directory`` defaults to ``<hf_decomp cache>/features/<hash of the key>``.
+    """
+    key = feature_cache_key(adapter, split)
+    if directory is None:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        directory = cache_dir() / "features" / digest
+    cache = FeatureCache(directory)
+    if cache.is_complete():
+        cache.check_matches(key)
+        return cache.load()
+    accelerator = accelerator or make_accelerator()
+    feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"features [{split.split}]")
+    cache.write(feature_pass, key)
+    return cache.load()

@@ -1,0 +1,107 @@
+"""The decomposed softmax head: logit_c = W_c[I_c] . x[I_c] + b_c.
+
+Each class sees only its own feature subset. The kept weights are the module's parameters (so they
+can be re-fit or fine-tuned); the subsets are buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+__all__ = ["DecomposedLinear", "pad_index_sets", "gather_decomposed_logits"]
+
+
+def pad_index_sets(index_sets: Sequence[Sequence[int]], num_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged per-class index lists -> (indices (C, kmax) long, valid (C, kmax) bool).
+
+    Padding slots point at feature 0 and are marked invalid.
+    """
+    if len(index_sets) == 0:
+        raise ValueError("index_sets is empty: expected one index list per class")
+    kmax = max(len(s) for s in index_sets)
+    indices = torch.zeros(len(index_sets), kmax, dtype=torch.long)
+    valid = torch.zeros(len(index_sets), kmax, dtype=torch.bool)
+    for c, subset in enumerate(index_sets):
+        if len(subset) == 0:
+            raise ValueError(f"class {c} has an empty index set; every class needs at least one feature")
+        row = torch.as_tensor(list(subset), dtype=torch.long)
+        if int(row.min()) < 0 or int(row.max()) >= num_features:
+            bad = [int(i) for i in row if not 0 <= int(i) < num_features]
+            raise ValueError(f"class {c}: indices {bad} are outside [0, {num_features})")
+        if row.unique().numel() != row.numel():
+            raise ValueError(f"class {c}: index set {row.tolist()} has duplicate indices")
+        indices[c, : len(row)] = row
+        valid[c, : len(row)] = True
+    return indices, valid
+
+
+def gather_decomposed_logits(
+    features: torch.Tensor, indices: torch.Tensor, kept_weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Reference formula (the paper's): gather x[:, I_c] per class and dot with W_c[I_c].
+
+    features (B, d), indices (C, k), kept_weight (C, k) with zeros at padding, bias (C,) -> (B, C).
+    """
+    return (features[:, indices] * kept_weight).sum(-1) + bias
+
+
+class DecomposedLinear(nn.Module):
+    """A linear classifier in which class c only reads the features in its index set I_c.
+
+    Args:
+        weight: (C, d) weight of the original dense layer.
+        bias: (C,) bias of the original layer (or None for zeros).
+        index_sets: per class, the feature indices it keeps.
+
+    Example:
+        >>> dense = nn.Linear(4, 2)
+        >>> head = DecomposedLinear(dense.weight, dense.bias, [[0, 1, 2, 3], [0, 1, 2, 3]])
+        >>> x = torch.randn(3, 4)
+        >>> torch.allclose(head(x), dense(x), atol=1e-6)
+        True
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, index_sets: Sequence[Sequence[int]]):
+        super().__init__()
+        num_classes, num_features = weight.shape
+        if len(index_sets) != num_classes:
+            raise ValueError(f"got {len(index_sets)} index sets for a layer with {num_classes} classes")
+        indices, valid = pad_index_sets(index_sets, num_features)
+        weight = weight.detach()
+        self.num_features = num_features
+        self.register_buffer("indices", indices.to(weight.device))
+        self.register_buffer("valid", valid.to(weight.device))
+        self.kept_weight = nn.Parameter(weight.gather(1, self.indices) * self.valid)
+        bias = torch.zeros(num_classes, dtype=weight.dtype, device=weight.device) if bias is None else bias
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    @property
+    def num_classes(self) -> int:
+        return self.indices.shape[0]
+
+    @property
+    def multiply_adds(self) -> int:
+        """Per-sample multiply-adds: sum_c |I_c| (a dense layer needs C * d)."""
+        return int(self.valid.sum())
+
+    def mask(self) -> torch.Tensor:
+        """(C, d) bool: True where class c uses feature j."""
+        mask = torch.zeros(self.num_classes, self.num_features, dtype=torch.bool, device=self.indices.device)
+        return mask.scatter_(1, self.indices, self.valid)
+
+    def dense_weight(self) -> torch.Tensor:
+        """(C, d) weight with zeros outside each class's set (differentiable in kept_weight)."""
+        dense = torch.zeros(self.num_classes, self.num_features, dtype=self.kept_weight.dtype,
+                            device=self.kept_weight.device)
+        return dense.scatter_add(1, self.indices, self.kept_weight * self.valid)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        # Masking padded slots keeps them at zero even after the kept weights are trained.
+        return nn.functional.linear(features, self.dense_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"num_features={self.num_features}, num_classes={self.num_classes}, "
+                f"multiply_adds={self.multiply_adds} (dense {self.num_classes * self.num_features})")

@@ -1,0 +1,213 @@
+"""CIFAR-10 ResNets (He et al. 2016, Sec. 4.2) registered in timm's model registry.
+
+After ``import hf_decomp``, ``timm.create_model("cifar10_resnet20", pretrained=True)`` builds the
+network and loads the bundled checkpoint (``shared/models/cifar10-resnets``), converted once to
+safetensors in the hf_decomp cache. Another checkpoint is given the timm way:
+``pretrained_cfg_overlay=dict(file="/path/resnet20.th")``.
+
+Architecture: 3x3 conv stem 3->16 + BN + ReLU, three stages of n BasicBlocks (n = (depth - 2) / 6)
+with 16/32/64 channels and strides 1/2/2, option-A shortcuts (subsample + zero-pad channels),
+global average pooling, ``linear`` 64 -> 10. Parameter names match the original checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ..errors import DecompFileError
+from ..paths import cache_dir, shared_dir
+
+__all__ = ["CifarResNet", "CIFAR10_LABELS", "convert_checkpoint"]
+
+CIFAR10_LABELS = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+_CHECKPOINT_GLOBS = {
+    "cifar10_resnet20": "resnet20-*.th",
+    "cifar10_resnet32": "resnet32-*.th",
+    "cifar10_resnet44": "resnet44-*.th",
+    "cifar10_resnet56": "resnet56-*.th",
+}
+
+
+class _ShortcutA(nn.Module):
+    """Option-A shortcut: take every other pixel and zero-pad the new channels on both sides."""
+
+    def __init__(self, pad_channels: int):
+        super().__init__()
+        self.pad_channels = pad_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad_channels, self.pad_channels))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        changes_shape = stride != 1 or in_planes != planes
+        self.shortcut = _ShortcutA(planes // 4) if changes_shape else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs with timm's model interface."""
+
+    def __init__(self, depth: int = 20, num_classes: int = 10, in_chans: int = 3, **kwargs):
+        super().__init__()
+        if (depth - 2) % 6 != 0:
+            raise ValueError(f"depth={depth} is not of the form 6n+2 (20, 32, 44, 56, 110, ...)")
+        blocks_per_stage = (depth - 2) // 6
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = 64
+        self.conv1 = nn.Conv2d(in_chans, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_planes = 16
+        for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+            blocks = []
+            for i in range(blocks_per_stage):
+                blocks.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+            self.add_module(f"layer{stage}", nn.Sequential(*blocks))
+        self.linear = nn.Linear(64, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight)
+
+    def get_classifier(self) -> nn.Module:
+        return self.linear
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.linear = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.linear(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _strip_data_parallel(state_dict: dict, model: nn.Module | None = None) -> dict:
+    """Checkpoints were saved from DataParallel: drop the ``module.`` prefix."""
+    state_dict = state_dict.get("state_dict", state_dict)
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def convert_checkpoint(source: str | Path) -> Path:
+    """Convert an original ``.th`` checkpoint to safetensors in the cache; return the new path.
+
+    Loads with ``weights_only=True``. The cache name carries the source's content hash, so a
+    changed source is converted again.
+    """
+    source = Path(source)
+    if source.suffix == ".safetensors":
+        return source
+    if not source.is_file():
+        raise DecompFileError(f"CIFAR ResNet checkpoint {str(source)!r} does not exist.")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    target = cache_dir() / f"{source.stem}-{digest}.safetensors"
+    if not target.is_file():
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        tensors = {k: v.contiguous() for k, v in _strip_data_parallel(checkpoint).items()}
+        partial = target.with_suffix(".partial")
+        save_file(tensors, partial, metadata={"source": source.name})
+        partial.replace(target)
+    return target
+
+
+def _bundled_checkpoint(variant: str) -> Path:
+    root = shared_dir()
+    folder = root / "models" / "cifar10-resnets" if root is not None else None
+    matches = sorted(folder.glob(_CHECKPOINT_GLOBS[variant])) if folder and folder.is_dir() else []
+    if not matches:
+        raise DecompFileError(
+            f"No pretrained weights for {variant}: looked for {_CHECKPOINT_GLOBS[variant]!r} in "
+            f"{folder or 'shared/models/cifar10-resnets (no shared/ folder found)'}. Set "
+            f"HF_DECOMP_SHARED_DIR to the folder holding models/cifar10-resnets, or pass "
+            f"pretrained_cfg_overlay=dict(file='/path/to/checkpoint.th')."
+        )
+    return matches[0]
+
+
+def _create(variant: str, depth: int, pretrained: bool = False, **kwargs) -> CifarResNet:
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    if pretrained:
+        overlay["file"] = str(convert_checkpoint(overlay.get("file") or _bundled_checkpoint(variant)))
+    return build_model_with_cfg(
+        CifarResNet,
+        variant,
+        pretrained,
+        pretrained_cfg_overlay=overlay,
+        pretrained_filter_fn=_strip_data_parallel,
+        depth=depth,
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "num_classes": 10,
+        "input_size": (3, 32, 32),
+        "pool_size": (8, 8),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "conv1",
+        "classifier": "linear",
+        "label_names": CIFAR10_LABELS,
+        "license": "bsd-2-clause",
+        "paper_ids": "arXiv:1512.03385",
+        "origin_url": "https://github.com/akamaster/pytorch_resnet_cifar10",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({f"cifar10_resnet{depth}": _cfg() for depth in (20, 32, 44, 56)})
+
+
+@register_model
+def cifar10_resnet20(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-20 for CIFAR-10 (0.27 M params)."""
+    return _create("cifar10_resnet20", 20, pretrained, **kwargs)
+
+
+@register_model
+def cifar10_resnet32(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-32 for CIFAR-10 (0.46 M params)."""
+    return _create("cifar10_resnet32", 32, pretrained, **kwargs)
+
+
+@register_model
+def cifar10_resnet44(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-44 for CIFAR-10 (0.66 M params)."""
+    return _create("cifar10_resnet44", 44, pretrained, **kwargs)
+
+
+@register_model
+def cifar10_resnet56(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-56 for CIFAR-10 (0.85 M params)."""
+    return _create("cifar10_resnet56", 56, pretrained, **kwargs)

@@ -1,0 +1,299 @@
+"""Load an image classifier by name and wrap it in a :class:`ClassifierAdapter`.
+
+Accepted forms of ``name``:
+
+- ``timm:<arch>[.<tag>]`` or a bare timm registry name (``resnet50.a1_in1k``, ``cifar10_resnet20``)
+- ``hf-hub:<org>/<repo>`` or ``local-dir:<path>``: timm models on the Hub or in a folder
+- ``transformers:<org>/<repo>`` or a bare ``<org>/<repo>``: ``AutoModelForImageClassification``
+- a local directory saved by timm (``config.json`` with ``architecture``) or by transformers
+  (``config.json`` with ``model_type``)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from ..errors import DecompFileError, DecompValueError
+from .adapter import ClassifierAdapter, split_linear_head
+from . import cifar_resnet  # noqa: F401  (registers cifar10_resnet* in timm)
+
+__all__ = ["load_classifier", "adapt_timm_model", "adapt_transformers_model", "ACCEPTED_MODEL_FORMS"]
+
+ACCEPTED_MODEL_FORMS = (
+    "'timm:<arch>[.<tag>]' or a bare timm name (e.g. 'cifar10_resnet20', 'resnet50.a1_in1k'); "
+    "'hf-hub:<org>/<repo>' or 'local-dir:<path>' (timm); "
+    "'transformers:<org>/<repo>' or '<org>/<repo>' (AutoModelForImageClassification); "
+    "or a local directory saved by timm or transformers"
+)
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".th", ".bin", ".ckpt")
+
+
+def load_classifier(
+    name: str,
+    *,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = True,
+    device: str | torch.device | None = None,
+) -> ClassifierAdapter:
+    """Load an image classifier by name (see module docstring for the forms).
+
+    Args:
+        name: model name, Hub id or local directory.
+        checkpoint: a local weights file for a timm architecture (``name`` gives the architecture).
+        pretrained: load pretrained weights (ignored when ``checkpoint`` is given).
+        device: where to put the model.
+
+    Example:
+        >>> adapter = load_classifier("cifar10_resnet20")
+        >>> adapter.num_features, adapter.num_classes
+        (64, 10)
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"model name must be a non-empty string, got {name!r}")
+    source, model_id = _resolve_source(name)
+    if checkpoint is not None and source != "timm":
+        raise DecompValueError(
+            f"--checkpoint is for timm architectures; {name!r} resolves to {source}. Use "
+            f"'timm:<arch>' with --checkpoint, or save the transformers model to a folder."
+        )
+    if source == "timm":
+        model = _create_timm_model(name, model_id, checkpoint=checkpoint, pretrained=pretrained)
+        adapter = adapt_timm_model(model, name=name)
+    else:
+        adapter = adapt_transformers_model(model_id, name=name)
+    if device is not None:
+        adapter.to(device)
+    return adapter
+
+
+def _resolve_source(name: str) -> tuple[str, str]:
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in ("timm",):
+        return "timm", rest
+    if sep and prefix in ("hf-hub", "hf_hub", "local-dir"):
+        return "timm", name
+    if sep and prefix in ("transformers", "hf"):
+        return "transformers", rest
+    if sep and len(prefix) > 1:  # not a Windows drive letter
+        raise DecompValueError(f"Unknown model prefix {prefix!r} in {name!r}. Accepted: {ACCEPTED_MODEL_FORMS}.")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ("timm", f"local-dir:{path}") if _directory_source(path) == "timm" else ("transformers", str(path))
+    if path.is_file():
+        hint = " --checkpoint" if path.suffix in _CHECKPOINT_SUFFIXES else ""
+        raise DecompValueError(
+            f"{name!r} is a file. Give the architecture as the model and the file as the weights: "
+            f"--model timm:<arch>{hint} {name}"
+        )
+    if timm.is_model(name):
+        return "timm", name
+    if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
+        return "transformers", name
+    close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
+    suggestion = f" Did you mean one of {close}?" if close else ""
+    raise DecompValueError(f"Unknown model {name!r}.{suggestion} Accepted: {ACCEPTED_MODEL_FORMS}.")
+
+
+def _directory_source(path: Path) -> str:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise DecompValueError(
+            f"Model directory {str(path)!r} has no config.json; save the model with timm's "
+            f"save_for_hf / push_to_hub or transformers' save_pretrained."
+        )
+    config = json.loads(config_file.read_text())
+    if "architecture" in config:
+        return "timm"
+    if "model_type" in config:
+        return "transformers"
+    raise DecompValueError(
+        f"{config_file} has neither 'architecture' (timm) nor 'model_type' (transformers)."
+    )
+
+
+def _create_timm_model(name: str, model_id: str, checkpoint, pretrained: bool) -> nn.Module:
+    if checkpoint is not None:
+        return _timm_from_checkpoint(model_id, Path(checkpoint))
+    try:
+        return timm.create_model(model_id, pretrained=pretrained)
+    except DecompFileError:
+        raise
+    except (OSError, RuntimeError) as e:
+        raise DecompFileError(
+            f"Could not load pretrained weights for {name!r} ({type(e).__name__}: {e}). Without "
+            f"network access, give a local weights file: --model timm:<arch> --checkpoint FILE, "
+            f"or a folder: --model local-dir:PATH, or pre-fill the Hugging Face cache."
+        ) from e
+
+
+def _timm_from_checkpoint(arch: str, checkpoint: Path) -> nn.Module:
+    if not checkpoint.is_file():
+        raise DecompFileError(f"Checkpoint {str(checkpoint)!r} does not exist.")
+    state_dict = timm.models.load_state_dict(str(checkpoint), weights_only=True)
+    classifier_key = timm.models.get_pretrained_cfg_value(arch.split(".")[0], "classifier") or "fc"
+    weight = state_dict.get(f"{classifier_key}.weight")
+    kwargs = {"num_classes": weight.shape[0]} if weight is not None else {}
+    model = timm.create_model(arch, pretrained=False, **kwargs)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise DecompValueError(f"Checkpoint {checkpoint} does not fit architecture {arch!r}: {e}") from e
+    return model
+
+
+def _timm_label_names(model: nn.Module, num_classes: int) -> list[str]:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    names = cfg.get("label_names")
+    if names and len(names) == num_classes:
+        return list(names)
+    subset = timm.data.infer_imagenet_subset(model) if num_classes in (1000, 11821, 21841, 21843) else None
+    if subset:
+        info = timm.data.ImageNetInfo(subset)
+        if info.num_classes() == num_classes:
+            return [info.index_to_description(i).split(",")[0] for i in range(num_classes)]
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def _maps_pool_to_features(maps_fn, features_fn, input_size) -> bool:
+    """True when the spatial mean of the maps equals the pooled features (a CAM is meaningful)."""
+    probe = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(1))
+    try:
+        with torch.no_grad():
+            maps, features = maps_fn(probe), features_fn(probe)
+    except Exception:  # noqa: BLE001 - any failure means "no usable maps"
+        return False
+    return maps.ndim == 4 and maps.shape[1] == features.shape[1] and torch.allclose(
+        maps.mean(dim=(2, 3)), features, atol=1e-4, rtol=1e-3
+    )
+
+
+def adapt_timm_model(model: nn.Module, name: str | None = None) -> ClassifierAdapter:
+    """Wrap a timm model (any with ``forward_features``/``forward_head``/``get_classifier``)."""
+    model.eval()
+    name = name or getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+    classifier = split_linear_head(model.get_classifier(), name)
+    data_config = timm.data.resolve_model_data_config(model)
+    transform = timm.data.create_transform(**data_config, is_training=False)
+
+    def features_fn(x: torch.Tensor) -> torch.Tensor:
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+
+    maps_fn = model.forward_features
+    input_size = tuple(data_config["input_size"])
+    if not _maps_pool_to_features(maps_fn, features_fn, input_size):
+        maps_fn = None
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    adapter = ClassifierAdapter(
+        model=model,
+        classifier=classifier,
+        features_fn=features_fn,
+        feature_maps_fn=maps_fn,
+        transform=transform,
+        label_names=_timm_label_names(model, classifier.out_features),
+        name=name,
+        source="timm",
+        input_size=input_size,
+        config={"architecture": cfg.get("architecture"), "pretrained_cfg": _json_safe(cfg),
+                "data_config": _json_safe(data_config)},
+    )
+    adapter.verify_linear_head()
+    return adapter
+
+
+class _ProcessorTransform:
+    """PIL image -> pixel values through a transformers image processor (picklable)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def _find_transformers_head(model: nn.Module, name: str) -> nn.Linear:
+    for attribute in ("classifier", "fc", "head", "linear"):
+        head = getattr(model, attribute, None)
+        if isinstance(head, nn.Module):
+            return split_linear_head(head, name)
+    raise DecompValueError(
+        f"{name}: found no classification head (looked for attributes classifier, fc, head, linear "
+        f"on {type(model).__name__})."
+    )
+
+
+def adapt_transformers_model(model_or_path, name: str | None = None, processor=None) -> ClassifierAdapter:
+    """Wrap an ``AutoModelForImageClassification`` model (or load one from a Hub id / folder)."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    if isinstance(model_or_path, (str, Path)):
+        name = name or str(model_or_path)
+        try:
+            model = AutoModelForImageClassification.from_pretrained(str(model_or_path))
+            processor = processor or AutoImageProcessor.from_pretrained(str(model_or_path))
+        except OSError as e:
+            raise DecompFileError(
+                f"Could not load transformers model {name!r}: {e}. Offline, pass a local folder "
+                f"written by save_pretrained (model and image processor)."
+            ) from e
+    else:
+        model = model_or_path
+        name = name or getattr(model.config, "name_or_path", None) or type(model).__name__
+        if processor is None:
+            raise TypeError("adapt_transformers_model(model) needs processor= (an image processor)")
+    model.eval()
+    classifier = _find_transformers_head(model, name)
+
+    def features_fn(x: torch.Tensor) -> torch.Tensor:
+        captured = []
+        handle = classifier.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        try:
+            model(pixel_values=x)
+        finally:
+            handle.remove()
+        if not captured or captured[-1].ndim != 2:
+            raise DecompValueError(f"{name}: the classifier did not receive pooled (B, d) features.")
+        return captured[-1]
+
+    def maps_fn(x: torch.Tensor) -> torch.Tensor:
+        return model(pixel_values=x, output_hidden_states=True).hidden_states[-1]
+
+    transform = _ProcessorTransform(processor)
+    input_size = tuple(transform(Image.new("RGB", (64, 64))).shape)
+    if not _maps_pool_to_features(maps_fn, features_fn, input_size):
+        maps_fn = None
+    id2label = model.config.id2label or {}
+    labels = [id2label.get(i, id2label.get(str(i), f"class_{i}")) for i in range(classifier.out_features)]
+    adapter = ClassifierAdapter(
+        model=model,
+        classifier=classifier,
+        features_fn=features_fn,
+        feature_maps_fn=maps_fn,
+        transform=transform,
+        label_names=labels,
+        name=name,
+        source="transformers",
+        input_size=input_size,
+        config={"transformers_config": model.config.to_dict(),
+                "processor_config": processor.to_dict() if hasattr(processor, "to_dict") else None},
+    )
+    adapter.verify_linear_head()
+    return adapter
+
+
+def _json_safe(value):
+    """Tuples -> lists, drop values JSON cannot hold (callables, tensors)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items() if _is_jsonable(v)}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _is_jsonable(value) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, tuple, dict))
