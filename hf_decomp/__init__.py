@@ -26,4 +26,20 @@ __all__ = [
     "load_classifier",
     "select_from_statistics",
     "top_k_per_class",
+    # hf_decomp.hub, imported on first use (it imports transformers and registers the Auto classes)
+    "DecompConfig",
+    "DecomposedForImageClassification",
+    "load_indices",
+    "push_indices",
+    "push_to_hub",
 ]
+
+_HUB_NAMES = ("DecompConfig", "DecomposedForImageClassification", "load_indices", "push_indices", "push_to_hub")
+
+
+def __getattr__(name: str):
+    if name in _HUB_NAMES:
+        from . import hub
+
+        return getattr(hub, name)
+    raise AttributeError(f"module 'hf_decomp' has no attribute {name!r}")

@@ -10,15 +10,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .data import ImageSplit, default_eval_split, load_image_split
+from .data import ImageSplit, default_eval_split, load_image_split, split_names
 from .errors import DecompValueError
 from .evaluation import EvaluationAccumulator
+from .distributed import check_exact_once, raise_if_any_failed, reduce_count, reduce_sum_
+from .feature_cache import feature_cache_key
 from .features import FeaturePass, make_accelerator
 from .head import DecomposedLinear
 from .indices import InfluentialIndices
 from .io_utils import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
 from .models import ClassifierAdapter, load_classifier
 from .report import render_analysis_report
+from .resume import CheckpointConfig, PassCheckpoint, default_checkpoint_dir, key_digest
 from .selection import select_from_statistics
 from .statistics import ClassStatistics
 
@@ -45,6 +48,8 @@ def _check_labels(labels: torch.Tensor, num_classes: int, split: ImageSplit) -> 
         raise DecompValueError(
             f"{split.name} [{split.split}] has labels {bad} outside the model's {num_classes} classes "
             f"[0, {num_classes}); use a dataset labelled for this model, or pick the label column with --label-column."
+            + (" Label -1 marks unlabeled rows (e.g. imagenet-1k's test split): use a labelled split such as "
+               "validation." if -1 in bad else "")
         )
 
 
@@ -56,41 +61,140 @@ def _check_class_count(split: ImageSplit, adapter: ClassifierAdapter) -> None:
         )
 
 
+def _pass_checkpoint(checkpoints: CheckpointConfig | None, name: str, adapter: ClassifierAdapter, split: ImageSplit,
+                     accelerator, batch_size: int, num_workers: int | None, extra: dict) -> PassCheckpoint | None:
+    if checkpoints is None:
+        return None
+    key = feature_cache_key(adapter, split, {"batch_size": batch_size, **extra})
+    if split.streaming:  # the order of a streamed split depends on how many workers read its shards
+        key["num_workers"] = num_workers
+    return checkpoints.for_pass(name, key, accelerator.process_index, accelerator.num_processes)
+
+
+def _run_pass(feature_pass: FeaturePass, checkpoint: PassCheckpoint | None, accumulate, tensors) -> BaseException | None:
+    """Feed every batch to ``accumulate``, checkpointing ``tensors`` (the sums) and the position when due.
+
+    Returns the error instead of raising it, so that all processes can fail together.
+    """
+    try:
+        for batch in feature_pass:
+            accumulate(*batch)
+            if checkpoint is not None and checkpoint.due(feature_pass.position):
+                checkpoint.save(tensors, feature_pass.position, **_pass_counters(feature_pass))
+        if checkpoint is not None:
+            checkpoint.save(tensors, feature_pass.position, complete=True, **_pass_counters(feature_pass))
+    except Exception as e:  # noqa: BLE001 - re-raised by raise_if_any_failed on every process
+        return e
+    return None
+
+
+def _pass_counters(feature_pass: FeaturePass) -> dict:
+    return {"seen_images": feature_pass.seen_images, "skipped_images": feature_pass.skipped_images,
+            "resized_images": feature_pass.resized_images}
+
+
+def _restore(checkpoint: PassCheckpoint | None, feature_pass: FeaturePass, tensors: dict) -> bool:
+    """Load a checkpoint into ``tensors`` and ``feature_pass``; True when that pass already completed."""
+    loaded = checkpoint.load() if checkpoint is not None else None
+    if loaded is None:
+        return False
+    saved, state = loaded
+    missing = set(tensors) ^ set(saved)
+    if missing:
+        raise DecompValueError(f"Checkpoint {checkpoint.path} lacks or adds tensors {sorted(missing)}; "
+                               f"delete it or drop --resume.")
+    for name, tensor in tensors.items():
+        tensor.copy_(saved[name])
+    feature_pass.start_batch = int(state["position"])
+    for name, value in _pass_counters(feature_pass).items():
+        setattr(feature_pass, name, int(state.get(name, value)))
+    logger.info("resuming %s from batch %d (%s)", checkpoint.name, feature_pass.start_batch, checkpoint.path)
+    return bool(state["complete"])
+
+
+def _finish_pass(feature_pass: FeaturePass, split: ImageSplit, accelerator, nonfinite: int) -> dict:
+    """Counters summed over processes, after checking each row was read exactly once."""
+    totals = {name: reduce_count(value, accelerator) for name, value in _pass_counters(feature_pass).items()}
+    check_exact_once(split, totals["seen_images"] + totals["skipped_images"])
+    totals["rows"] = totals["seen_images"] + totals["skipped_images"]
+    totals["nonfinite_samples"] = nonfinite
+    return totals
+
+
 def gather_statistics(
     adapter: ClassifierAdapter, split: ImageSplit, k1_values, accelerator=None, batch_size: int = 256,
-    num_workers: int | None = None,
+    num_workers: int | None = None, checkpoints: CheckpointConfig | None = None, run_key: dict | None = None,
+    channels_last: bool = False,
 ) -> tuple[ClassStatistics, dict]:
-    """One pass over ``split``: per-class top-k1 histograms (for every k1), counts and feature sums."""
+    """One pass over ``split``: per-class top-k1 histograms (for every k1), counts and feature sums.
+
+    With ``checkpoints``, the sums and the position are saved as the pass goes and, with
+    ``checkpoints.resume``, a previous run's checkpoint is continued; ``run_key`` (seed, limit, ...) is
+    added to what a checkpoint must match. Statistics are summed over processes at the end.
+    """
     accelerator = accelerator or make_accelerator()
     stats = ClassStatistics(adapter.num_classes, adapter.num_features, k1_values, device=accelerator.device)
-    feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"statistics [{split.split}]")
-    for features, labels in feature_pass:
+    feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"statistics [{split.split}]",
+                               channels_last=channels_last)
+    checkpoint = _pass_checkpoint(checkpoints, "statistics", adapter, split, accelerator, batch_size, num_workers,
+                                  {"k1_values": list(stats.k1_values), **(run_key or {})})
+    tensors = stats.state_dict()
+
+    def accumulate(features, labels):
         _check_labels(labels, adapter.num_classes, split)
         stats.update(features, labels)
-    for tensor in stats.state_dict().values():  # statistics are sums: reduce them across processes
-        tensor.copy_(accelerator.reduce(tensor, reduction="sum"))
-    skipped = int(accelerator.reduce(torch.tensor(feature_pass.skipped_images, device=accelerator.device), "sum"))
-    return stats.to("cpu"), {"skipped_images": skipped}
+
+    error = None
+    try:
+        complete = _restore(checkpoint, feature_pass, tensors)
+    except Exception as e:  # noqa: BLE001
+        error, complete = e, True
+    if not complete:
+        error = _run_pass(feature_pass, checkpoint, accumulate, tensors)
+    raise_if_any_failed(error, accelerator)
+    reduce_sum_(tensors, accelerator)  # statistics are sums: add the processes' shares
+    info = _finish_pass(feature_pass, split, accelerator, int(stats.nonfinite_samples))
+    return stats.to("cpu"), info
 
 
 def evaluate_decomposition(
     adapter: ClassifierAdapter, head: DecomposedLinear, split: ImageSplit, accelerator=None,
     batch_size: int = 256, num_workers: int | None = None, seed: int = 0,
+    checkpoints: CheckpointConfig | None = None, run_key: dict | None = None, channels_last: bool = False,
 ) -> dict:
-    """One pass over ``split``: full and decomposed accuracy, per class, and the noise ablation."""
+    """One pass over ``split``: full and decomposed accuracy, per class, and the noise ablation.
+
+    The ablation noise of each sample is seeded by ``seed`` and the sample's content, so the numbers
+    do not depend on the number of processes, the batch size or a resume.
+    """
     accelerator = accelerator or make_accelerator()
     device = accelerator.device
     evaluator = EvaluationAccumulator(adapter.weight.float().to(device), adapter.bias.float().to(device),
-                                      head.to(device), seed=seed + accelerator.process_index)
-    feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"evaluation [{split.split}]")
-    for features, labels in feature_pass:
+                                      head.to(device), seed=seed)
+    feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"evaluation [{split.split}]",
+                               with_keys=True, channels_last=channels_last)
+    sets_key = key_digest({"indices": head.indices.tolist(), "valid": head.valid.tolist()})
+    checkpoint = _pass_checkpoint(checkpoints, "evaluation", adapter, split, accelerator, batch_size, num_workers,
+                                  {"seed": seed, "head": sets_key, **(run_key or {})})
+    tensors = evaluator.state_dict()
+
+    def accumulate(features, labels, keys):
         _check_labels(labels, adapter.num_classes, split)
-        evaluator.update(features, labels)
-    for tensor in evaluator.state_dict().values():
-        tensor.copy_(accelerator.reduce(tensor, reduction="sum"))
+        evaluator.update(features, labels, keys)
+
+    error = None
+    try:
+        complete = _restore(checkpoint, feature_pass, tensors)
+    except Exception as e:  # noqa: BLE001
+        error, complete = e, True
+    if not complete:
+        error = _run_pass(feature_pass, checkpoint, accumulate, tensors)
+    raise_if_any_failed(error, accelerator)
+    reduce_sum_(tensors, accelerator)
+    info = _finish_pass(feature_pass, split, accelerator, int(evaluator.nonfinite_samples))
     result = evaluator.result(adapter.label_names)
-    result["skipped_images"] = int(
-        accelerator.reduce(torch.tensor(feature_pass.skipped_images, device=device), "sum"))
+    result["skipped_images"] = info["skipped_images"]
+    result["resized_images"] = info["resized_images"]
     head.to("cpu")
     return result
 
@@ -126,6 +230,12 @@ def analyze(
     num_workers: int | None = None,
     seed: int = 0,
     accelerator=None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
+    checkpoint_minutes: float | None = None,
+    checkpoint_dir: str | Path | None = None,
+    mixed_precision: str | None = None,
+    channels_last: bool = False,
 ) -> AnalysisResult:
     """Find each class's influential features and measure the decomposed classifier.
 
@@ -140,6 +250,13 @@ def analyze(
         out_dir: where to write indices, statistics, metrics.json and report.md (atomically).
         overwrite: replace an existing results folder.
         limit / eval_limit: use a seeded random subset of the statistics / eval split (quick runs).
+        resume: continue from the checkpoints of an interrupted run with the same settings.
+        checkpoint_every / checkpoint_minutes: save each pass's sums and position every this many
+            batches / minutes (atomically; ``resume`` alone checkpoints every 10 minutes).
+        checkpoint_dir: where checkpoints go; default ``.<out_dir name>.checkpoints`` beside ``out_dir``.
+            They are removed once the results folder is written.
+        mixed_precision: ``"bf16"`` / ``"fp16"`` autocast of the forward pass (when no ``accelerator`` is
+            given; under ``accelerate launch`` its config decides). channels_last: channels-last inputs.
 
     Example:
         >>> result = analyze("cifar10_resnet20", k1=5, k2=5, limit=1000, eval_limit=500)  # doctest: +SKIP
@@ -149,10 +266,13 @@ def analyze(
         check_output_dir(out_dir, overwrite)  # fail before hours of work, not after
     if coverage is not None:
         method, k2 = ("coverage" if method == "histogram" else method), None
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(mixed_precision=mixed_precision)
+    checkpoints = _checkpoint_config(out_dir, checkpoint_dir, resume, checkpoint_every, checkpoint_minutes)
     adapter = model if isinstance(model, ClassifierAdapter) else load_classifier(
         model or "cifar10_resnet20", checkpoint=checkpoint)
     adapter.to(accelerator.device)
+    if channels_last:
+        adapter.to(memory_format=torch.channels_last)
     _validate_k("k1", k1, adapter.num_features)
     _validate_k("k2", k2, adapter.num_features)
 
@@ -161,11 +281,26 @@ def analyze(
     train = load_image_split(dataset, stats_split, limit=limit, **split_kwargs)
     test = load_image_split(dataset, eval_split, limit=eval_limit, **split_kwargs)
     _check_class_count(train, adapter)
+    for split in (train, test):
+        if split.num_rows == 0:
+            raise DecompValueError(f"Dataset {split.name!r} split {split.split!r} is empty (0 rows); "
+                                   f"available splits: {split_names(dataset)}. Choose a split with data.")
+    if checkpoints is not None and not checkpoints.resume and accelerator.is_main_process:
+        _clear_checkpoints(checkpoints)  # a fresh run must never be mixed with an older one's sums
+    accelerator.wait_for_everyone()
 
-    loader_kwargs = dict(accelerator=accelerator, batch_size=batch_size, num_workers=num_workers)
-    stats, stats_info = gather_statistics(adapter, train, [k1], **loader_kwargs)
+    loader_kwargs = dict(accelerator=accelerator, batch_size=batch_size, num_workers=num_workers,
+                         checkpoints=checkpoints, channels_last=channels_last)
+    stats, stats_info = gather_statistics(adapter, train, [k1], run_key={"seed": seed, "limit": limit},
+                                          **loader_kwargs)
     if stats.num_samples == 0:
-        raise DecompValueError(f"No readable labelled samples in {train.name} [{train.split}]; nothing to analyze.")
+        if stats_info["nonfinite_samples"]:
+            raise DecompValueError(
+                f"All {stats_info['nonfinite_samples']} features of {train.name} [{train.split}] are NaN/inf: "
+                f"the model produces non-finite features (a broken checkpoint, or fp16 overflow). Check the "
+                f"weights (--checkpoint) and try without --mixed-precision.")
+        raise DecompValueError(f"No readable labelled samples in {train.name} [{train.split}] "
+                               f"({stats_info['skipped_images']} unreadable images skipped); nothing to analyze.")
     sets, empty = select_from_statistics(stats, k1=k1, k2=k2, coverage=coverage, method=method,
                                          weight=adapter.weight.detach())
     warnings = []
@@ -173,15 +308,26 @@ def analyze(
         names = [adapter.label_names[c] for c in empty]
         warnings.append(f"classes without samples in the statistics split: {names}; their sets come from "
                         f"the label-free ranking W_cj * mean(x_j)")
-    if stats_info["skipped_images"]:
-        warnings.append(f"{stats_info['skipped_images']} unreadable images skipped in [{train.split}]")
+    for info, split in ((stats_info, train),):
+        if info["skipped_images"]:
+            warnings.append(f"{info['skipped_images']} unreadable images skipped in [{split.split}]")
+        if info["resized_images"]:
+            warnings.append(f"{info['resized_images']} images of another size resized to the model's "
+                            f"{adapter.input_size[1]}x{adapter.input_size[2]} in [{split.split}]")
+        if info["nonfinite_samples"]:
+            warnings.append(f"{info['nonfinite_samples']} samples with NaN/inf features ignored in [{split.split}]")
     for message in warnings:
         logger.warning(message)
 
     head = DecomposedLinear(adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu(), sets)
-    evaluation = evaluate_decomposition(adapter, head, test, seed=seed, **loader_kwargs)
+    evaluation = evaluate_decomposition(adapter, head, test, seed=seed, run_key={"limit": eval_limit},
+                                        **loader_kwargs)
     if evaluation["skipped_images"]:
         warnings.append(f"{evaluation['skipped_images']} unreadable images skipped in [{test.split}]")
+    if evaluation["resized_images"]:
+        warnings.append(f"{evaluation['resized_images']} images of another size resized in [{test.split}]")
+    if evaluation["nonfinite_samples"]:
+        warnings.append(f"{evaluation['nonfinite_samples']} samples with NaN/inf features ignored in [{test.split}]")
 
     d, num_classes = adapter.num_features, adapter.num_classes
     metrics = {
@@ -197,8 +343,10 @@ def analyze(
                        "samples_per_class": dict(zip(adapter.label_names, stats.sample_counts.tolist())),
                        "classes_without_samples": [adapter.label_names[c] for c in empty],
                        "skipped_images": stats_info["skipped_images"],
+                       "resized_images": stats_info["resized_images"],
                        "nonfinite_samples": int(stats.nonfinite_samples)},
-        "evaluation": {k: evaluation[k] for k in ("eval_samples", "skipped_images", "nonfinite_samples", "per_class")},
+        "evaluation": {k: evaluation[k] for k in ("eval_samples", "skipped_images", "resized_images",
+                                                  "nonfinite_samples", "per_class")},
         "seed": seed,
         "warnings": warnings,
         "versions": _versions(),
@@ -214,7 +362,30 @@ def analyze(
     result = AnalysisResult(indices=indices, statistics=stats, head=head, metrics=metrics, warnings=warnings)
     if out_dir is not None and accelerator.is_main_process:
         result.out_dir = write_results(result, out_dir, overwrite)
+    if checkpoints is not None:  # the results are safe on disk: the checkpoints have served
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _clear_checkpoints(checkpoints)
     return result
+
+
+def _checkpoint_config(out_dir, checkpoint_dir, resume: bool, every: int | None,
+                       minutes: float | None) -> CheckpointConfig | None:
+    if not (resume or every or minutes):
+        return None
+    if checkpoint_dir is None and out_dir is None:
+        raise DecompValueError("Checkpoints (resume / checkpoint_every / checkpoint_minutes) need a place: give "
+                               "out_dir (--out) or checkpoint_dir (--checkpoint-dir).")
+    if every is None and minutes is None:
+        minutes = 10.0
+    return CheckpointConfig(checkpoint_dir or default_checkpoint_dir(out_dir), every, minutes, resume)
+
+
+def _clear_checkpoints(checkpoints: CheckpointConfig) -> None:
+    for path in checkpoints.directory.glob("*.rank*-of-*"):
+        path.unlink(missing_ok=True)
+    if checkpoints.directory.is_dir() and not any(checkpoints.directory.iterdir()):
+        checkpoints.directory.rmdir()
 
 
 def write_results(result: AnalysisResult, out_dir: str | Path, overwrite: bool = False) -> Path:

@@ -9,26 +9,45 @@ from __future__ import annotations
 
 import torch
 
+from .errors import DecompValueError
 from .head import DecomposedLinear
 
-__all__ = ["EvaluationAccumulator", "noise_ablation_inputs"]
+__all__ = ["EvaluationAccumulator", "noise_ablation_inputs", "per_sample_noise"]
 
 
 def noise_ablation_inputs(
-    features: torch.Tensor, class_mask: torch.Tensor, generator: torch.Generator
+    features: torch.Tensor, class_mask: torch.Tensor, generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two ablated copies of a batch.
 
     Args:
         features: (B, d) pooled features.
         class_mask: (B, d) bool, True at the influential features of each sample's true class.
-        generator: source of the N(0, 1) noise (on the features' device).
+        generator: source of the N(0, 1) noise (on the features' device), used when ``noise`` is None.
+        noise: (B, d) the noise itself, e.g. from :func:`per_sample_noise`.
 
     Returns:
         (influential replaced by noise, non-influential replaced by noise), both (B, d).
     """
-    noise = torch.randn(features.shape, generator=generator, device=features.device, dtype=features.dtype)
+    if noise is None:
+        noise = torch.randn(features.shape, generator=generator, device=features.device, dtype=features.dtype)
+    noise = noise.to(device=features.device, dtype=features.dtype)
     return torch.where(class_mask, noise, features), torch.where(class_mask, features, noise)
+
+
+def per_sample_noise(keys: torch.Tensor, num_features: int, seed: int = 0) -> torch.Tensor:
+    """(B, d) N(0, 1) noise where row i depends only on ``keys[i]`` and ``seed`` (on the CPU).
+
+    Keyed by sample rather than drawn from one stream, the ablation gives the same numbers whatever
+    the batch size, the number of processes or where a resumed run restarted.
+    """
+    rows = []
+    generator = torch.Generator()
+    for key in keys.tolist():
+        generator.manual_seed((int(key) * 1_000_003 + seed) % (2**63 - 1))
+        rows.append(torch.randn(num_features, generator=generator))
+    return torch.stack(rows) if rows else torch.empty(0, num_features)
 
 
 class EvaluationAccumulator:
@@ -49,17 +68,21 @@ class EvaluationAccumulator:
         self.head = head
         self.mask = head.mask()
         device = self.weight.device
+        self.seed = seed
         self.generator = torch.Generator(device=device).manual_seed(seed)
         num_classes = self.weight.shape[0]
         self.counts = {name: torch.zeros(num_classes, dtype=torch.int64, device=device) for name in self.COUNTERS}
         self.nonfinite_samples = torch.zeros((), dtype=torch.int64, device=device)
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, features: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor | None = None) -> None:
+        """Add a batch. With ``keys`` (B,) the ablation noise is :func:`per_sample_noise` of them
+        (seeded by ``seed``), else it comes from this accumulator's generator."""
         finite = torch.isfinite(features).all(dim=1)
         if not bool(finite.all()):
             self.nonfinite_samples += (~finite).sum()
             features, labels = features[finite], labels[finite]
+            keys = None if keys is None else keys[finite.cpu()]
         features = features.to(self.weight.dtype)
 
         def tally(name: str, logits: torch.Tensor) -> None:
@@ -69,7 +92,8 @@ class EvaluationAccumulator:
         self.counts["samples"].index_add_(0, labels, torch.ones_like(labels))
         tally("full_correct", torch.nn.functional.linear(features, self.weight, self.bias))
         tally("decomposed_correct", self.head(features))
-        influential_noised, others_noised = noise_ablation_inputs(features, self.mask[labels], self.generator)
+        noise = None if keys is None else per_sample_noise(keys, features.shape[1], self.seed)
+        influential_noised, others_noised = noise_ablation_inputs(features, self.mask[labels], self.generator, noise)
         tally("influential_noise_correct", torch.nn.functional.linear(influential_noised, self.weight, self.bias))
         tally("non_influential_noise_correct", torch.nn.functional.linear(others_noised, self.weight, self.bias))
 
@@ -81,7 +105,11 @@ class EvaluationAccumulator:
         counts = {name: tensor.cpu() for name, tensor in self.counts.items()}
         total = int(counts["samples"].sum())
         if total == 0:
-            raise ValueError("no evaluation samples were seen; the eval split is empty or every image was skipped")
+            raise DecompValueError(
+                f"No evaluation samples were seen: the eval split is empty, every image was unreadable, or "
+                f"every feature was NaN/inf ({int(self.nonfinite_samples)} non-finite). Check the eval split "
+                f"(--eval-split) and the model checkpoint."
+            )
 
         def pct(correct: torch.Tensor) -> float:
             return 100.0 * int(correct.sum()) / total

@@ -15,6 +15,7 @@ from accelerate.utils import DataLoaderConfiguration
 from tqdm.auto import tqdm
 
 from .data import ImageSplit, make_dataloader
+from .distributed import shard_split
 from .models import ClassifierAdapter
 
 __all__ = ["FeaturePass", "make_accelerator", "collect_features"]
@@ -33,7 +34,18 @@ def make_accelerator(cpu: bool = False, mixed_precision: str | None = None) -> A
 class FeaturePass:
     """One pass over a split: iterate it for (features (B, d) float32, labels (B,)) batches.
 
-    After the loop, ``skipped_images`` holds how many images this process could not read.
+    Under several processes each reads its own share exactly once (see :mod:`hf_decomp.distributed`).
+    After the loop, ``skipped_images`` holds how many images this process could not read and
+    ``resized_images`` how many had to be resized to the model's input size.
+
+    Args:
+        start_batch: skip this many of this process's batches first (resuming from a checkpoint);
+            map-style splits skip the indices without reading them, streaming splits read and drop them.
+        with_keys: yield (features, labels, keys) with the per-image content keys of the collator.
+        channels_last: feed the model channels-last inputs (faster convolutions on recent GPUs).
+
+    ``position`` counts this process's batches consumed so far, ``start_batch`` included: after a
+    yielded batch is used, saving the sums with ``position`` makes a checkpoint that resumes exactly.
     """
 
     adapter: ClassifierAdapter
@@ -44,28 +56,55 @@ class FeaturePass:
     description: str = "features"
     skipped_images: int = 0
     seen_images: int = 0
+    resized_images: int = 0
+    start_batch: int = 0
+    with_keys: bool = False
+    channels_last: bool = False
+    position: int = 0
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = self.accelerator.prepare_data_loader(
-            make_dataloader(self.split, self.adapter.transform, self.batch_size, self.num_workers)
-        )
+    def _loader(self):
+        accelerator = self.accelerator
+        split = shard_split(self.split, accelerator.process_index, accelerator.num_processes)
+        loader = make_dataloader(split, self.adapter.transform, self.batch_size, self.num_workers,
+                                 input_size=self.adapter.input_size, with_keys=self.with_keys)
+        if split.streaming:  # already sharded by node; accelerate's iterable sharding would pad
+            return loader, True
+        loader = accelerator.prepare_data_loader(loader)
+        if self.start_batch:
+            loader = accelerator.skip_first_batches(loader, self.start_batch)
+        return loader, False
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        loader, streaming = self._loader()
         total = self.split.num_rows
         if total is not None and self.accelerator.num_processes > 1:
             total = -(-total // self.accelerator.num_processes)
-        bar = tqdm(total=total, desc=self.description, unit="img", dynamic_ncols=True,
-                   disable=not self.accelerator.is_local_main_process)
+        initial = self.start_batch * self.batch_size if not streaming else 0
+        bar = tqdm(total=total, initial=min(initial, total or initial), desc=self.description, unit="img",
+                   dynamic_ncols=True, disable=not self.accelerator.is_local_main_process)
         device = self.accelerator.device
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.position = 0 if streaming else self.start_batch
         try:
             for batch in loader:
+                self.position += 1
+                bar.update(batch["pixel_values"].shape[0] + int(batch["skipped"]))
+                if self.position <= self.start_batch:  # streaming resume: already counted in the checkpoint
+                    continue
                 self.skipped_images += int(batch["skipped"])
+                self.resized_images += int(batch.get("resized", 0))
                 pixel_values = batch["pixel_values"]
-                bar.update(pixel_values.shape[0] + int(batch["skipped"]))
                 if pixel_values.shape[0] == 0:
                     continue
+                pixel_values = pixel_values.to(device, non_blocking=True, memory_format=memory_format)
                 with torch.inference_mode(), self.accelerator.autocast():
-                    features = self.adapter.forward_features(pixel_values.to(device, non_blocking=True))
+                    features = self.adapter.forward_features(pixel_values)
                 self.seen_images += pixel_values.shape[0]
-                yield features.float(), batch["labels"].to(device)
+                labels = batch["labels"].to(device)
+                if self.with_keys:
+                    yield features.float(), labels, batch["keys"].cpu()
+                else:
+                    yield features.float(), labels
         finally:
             bar.close()
 

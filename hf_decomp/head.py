@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from .fast_head import KERNELS, choose_kernel, decomposed_logits
+
 __all__ = ["DecomposedLinear", "pad_index_sets", "gather_decomposed_logits"]
 
 
@@ -64,8 +66,11 @@ class DecomposedLinear(nn.Module):
         True
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, index_sets: Sequence[Sequence[int]]):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, index_sets: Sequence[Sequence[int]],
+                 *, kernel: str = "auto"):
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r} is not one of {', '.join(KERNELS)}")
         num_classes, num_features = weight.shape
         if len(index_sets) != num_classes:
             raise ValueError(f"got {len(index_sets)} index sets for a layer with {num_classes} classes")
@@ -77,6 +82,9 @@ class DecomposedLinear(nn.Module):
         self.kept_weight = nn.Parameter(weight.gather(1, self.indices) * self.valid)
         bias = torch.zeros(num_classes, dtype=weight.dtype, device=weight.device) if bias is None else bias
         self.bias = nn.Parameter(bias.detach().clone())
+        # Shapes are fixed after construction, so the kernel is chosen once (see hf_decomp.fast_head).
+        self.kernel = choose_kernel(num_classes, num_features, indices.shape[1]) if kernel == "auto" else kernel
+        self._dense_cache: tuple | None = None
 
     @property
     def num_classes(self) -> int:
@@ -98,9 +106,25 @@ class DecomposedLinear(nn.Module):
                             device=self.kept_weight.device)
         return dense.scatter_add(1, self.indices, self.kept_weight * self.valid)
 
+    def index_sets(self) -> list[list[int]]:
+        """Per class, its kept feature indices (padding removed)."""
+        return [row[ok].tolist() for row, ok in zip(self.indices.cpu(), self.valid.cpu())]
+
+    def _inference_dense_weight(self) -> torch.Tensor:
+        # Without autograd the masked weight is rebuilt only when the parameters change (in-place
+        # updates bump _version; .to() changes data_ptr), so the small-head path costs one F.linear.
+        key = (self.kept_weight._version, self.kept_weight.data_ptr(), self.indices._version,
+               self.indices.data_ptr(), self.valid._version)
+        if self._dense_cache is None or self._dense_cache[0] != key:
+            self._dense_cache = (key, self.dense_weight().detach())
+        return self._dense_cache[1]
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "dense":
+            weight = self.dense_weight() if torch.is_grad_enabled() else self._inference_dense_weight()
+            return nn.functional.linear(features, weight, self.bias)
         # Masking padded slots keeps them at zero even after the kept weights are trained.
-        return nn.functional.linear(features, self.dense_weight(), self.bias)
+        return decomposed_logits(features, self.indices, self.kept_weight * self.valid, self.bias, self.kernel)
 
     def extra_repr(self) -> str:
         return (f"num_features={self.num_features}, num_classes={self.num_classes}, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_arguments, add_model_arguments, add_output_arguments
+from .common import add_data_arguments, add_model_arguments, add_output_arguments, add_run_arguments
 
 
 def register(subparsers) -> None:
@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     selection.add_argument("--method", default="histogram", choices=("histogram", "label-free"),
                            help="histogram = Algorithm 1; label-free = W_cj * mean(x_j)")
     add_output_arguments(parser, "runs/analyze")
+    add_run_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -45,7 +46,13 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, limit=args.limit, eval_limit=args.eval_limit, streaming=args.streaming,
         image_column=args.image_column, label_column=args.label_column, checkpoint=args.checkpoint,
         batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
+        resume=args.resume, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+        checkpoint_dir=args.checkpoint_dir, mixed_precision=args.mixed_precision, channels_last=args.channels_last,
     )
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under accelerate launch / torchrun only one process reports
+        return 0
     m = result.metrics
     noise = m["noise_ablation"]
     print(f"full accuracy        {m['full_accuracy']:.2f} %")

@@ -33,3 +33,21 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def add_output_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", default=default_out, help=f"results folder (default: {default_out})")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Long runs: checkpoints, resuming, and the speed options of the forward pass."""
+    group = parser.add_argument_group("long runs")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from its checkpoints (same settings and process count)")
+    group.add_argument("--checkpoint-every", type=int, default=None, metavar="BATCHES",
+                       help="save the pass's sums and position every this many batches (per process)")
+    group.add_argument("--checkpoint-minutes", type=float, default=None, metavar="MINUTES",
+                       help="save the pass's sums and position every this many minutes "
+                            "(default 10 with --resume and no --checkpoint-every)")
+    group.add_argument("--checkpoint-dir", default=None,
+                       help="where checkpoints go (default: .<out name>.checkpoints beside --out)")
+    group.add_argument("--mixed-precision", default=None, choices=("no", "bf16", "fp16"),
+                       help="autocast the forward pass (default: accelerate's config, else no)")
+    group.add_argument("--channels-last", action="store_true",
+                       help="channels-last inputs and weights (faster convolutions on recent GPUs)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from .datasets import ImageSplit
 
-__all__ = ["ImageBatchCollator", "make_dataloader", "decode_image"]
+__all__ = ["ImageBatchCollator", "make_dataloader", "decode_image", "image_key"]
 
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -40,27 +41,64 @@ def decode_image(value) -> Image.Image:
 class ImageBatchCollator:
     """Decode, transform and stack a list of rows; unreadable images are dropped and counted.
 
-    Returns a dict with ``pixel_values`` (B, 3, H, W), ``labels`` (B,) and ``skipped`` (int).
+    Returns a dict with ``pixel_values`` (B, 3, H, W), ``labels`` (B,), ``skipped`` (int) and
+    ``resized`` (int); with ``with_keys``, also ``keys`` (B,) int64: a hash of each image's bytes that
+    identifies the sample whatever process or batch reads it (it seeds per-sample noise).
+
+    Args:
+        transform: PIL image -> (3, H, W) tensor.
+        image_column / label_column: the row keys to read; a missing label reads as -1 (rejected later).
+        input_size: (3, H, W) the model expects; an image whose transform gives another size (a
+            transform without resize, e.g. CIFAR models fed 64 px images) is resized to it and counted.
     """
 
-    def __init__(self, transform: Callable, image_column: str, label_column: str | None):
+    def __init__(self, transform: Callable, image_column: str, label_column: str | None,
+                 input_size: tuple[int, int, int] | None = None, with_keys: bool = False):
         self.transform = transform
         self.image_column = image_column
         self.label_column = label_column
+        self.input_size = tuple(input_size) if input_size is not None else None
+        self.with_keys = with_keys
+
+    def _pixels(self, image: Image.Image) -> tuple[torch.Tensor, bool]:
+        pixels = self.transform(image)
+        if self.input_size is None or tuple(pixels.shape) == self.input_size:
+            return pixels, False
+        height, width = self.input_size[1:]
+        return self.transform(image.resize((width, height), Image.Resampling.BILINEAR)), True
 
     def __call__(self, rows: list[dict]) -> dict:
-        pixels, labels, skipped = [], [], 0
+        pixels, labels, keys, skipped, resized = [], [], [], 0, 0
         for row in rows:
             try:
-                pixels.append(self.transform(decode_image(row[self.image_column])))
+                tensor, was_resized = self._pixels(decode_image(row[self.image_column]))
             except _DECODE_ERRORS:
                 skipped += 1
                 continue
-            labels.append(int(row[self.label_column]) if self.label_column else -1)
-        if not pixels:
-            return {"pixel_values": torch.empty(0), "labels": torch.empty(0, dtype=torch.long), "skipped": skipped}
-        return {"pixel_values": torch.stack(pixels), "labels": torch.tensor(labels, dtype=torch.long),
-                "skipped": skipped}
+            pixels.append(tensor)
+            resized += was_resized
+            label = row[self.label_column] if self.label_column else None
+            labels.append(-1 if label is None else int(label))
+            if self.with_keys:
+                keys.append(image_key(row[self.image_column]))
+        batch = {"pixel_values": torch.stack(pixels) if pixels else torch.empty(0),
+                 "labels": torch.tensor(labels, dtype=torch.long), "skipped": skipped, "resized": resized}
+        if self.with_keys:
+            batch["keys"] = torch.tensor(keys, dtype=torch.long)
+        return batch
+
+
+def image_key(value) -> int:
+    """A 63-bit hash of an image cell's content (bytes, else path), stable across runs and machines."""
+    if isinstance(value, dict):
+        data = value.get("bytes") or str(value.get("path")).encode()
+    elif isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+    elif isinstance(value, Image.Image):
+        data = value.tobytes()
+    else:
+        data = str(value).encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
 def default_num_workers() -> int:
@@ -68,9 +106,13 @@ def default_num_workers() -> int:
 
 
 def make_dataloader(
-    split: ImageSplit, transform: Callable, batch_size: int = 256, num_workers: int | None = None
+    split: ImageSplit, transform: Callable, batch_size: int = 256, num_workers: int | None = None,
+    input_size: tuple[int, int, int] | None = None, with_keys: bool = False,
 ) -> DataLoader:
-    """A DataLoader over the split in its stored order (no shuffling: results are reproducible)."""
+    """A DataLoader over the split in its stored order (no shuffling: results are reproducible).
+
+    ``input_size`` and ``with_keys`` are passed to :class:`ImageBatchCollator`.
+    """
     num_workers = default_num_workers() if num_workers is None else num_workers
     if split.streaming:
         # an iterable dataset gives each worker whole shards; more workers than shards would idle
@@ -80,7 +122,7 @@ def make_dataloader(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=ImageBatchCollator(transform, split.image_column, split.label_column),
+        collate_fn=ImageBatchCollator(transform, split.image_column, split.label_column, input_size, with_keys),
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
     )

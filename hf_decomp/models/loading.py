@@ -11,6 +11,7 @@ Accepted forms of ``name``:
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def _resolve_source(name: str) -> tuple[str, str]:
         return "timm", name
     if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
         return "transformers", name
-    close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=5)
     suggestion = f" Did you mean one of {close}?" if close else ""
     raise DecompValueError(f"Unknown model {name!r}.{suggestion} Accepted: {ACCEPTED_MODEL_FORMS}.")
 

@@ -1,0 +1,49 @@
+"""``hf-decomp export``: an analyze results folder -> a saved DecomposedForImageClassification with its card."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="turn analyze results into a Hugging Face model folder (from_pretrained, pipeline, Hub)",
+        description="Build a DecomposedForImageClassification from the model and the influential indices of an "
+                    "`hf-decomp analyze` results folder, and save it with its preprocessor config, indices, "
+                    "remote code and model card.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--indices", required=True, metavar="RUN_DIR",
+                        help="results folder of `hf-decomp analyze` (indices.json, metrics.json, figures)")
+    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    parser.add_argument("--model", default=None,
+                        help="the decomposed model (default: the base_model recorded in indices.json)")
+    parser.add_argument("--checkpoint", default=None, help="local weights file for a timm architecture")
+    parser.add_argument("--repo-id", default=None, help="Hub repo named in the card's how-to-load snippet")
+    parser.add_argument("--overwrite", action="store_true", help="replace files already in MODEL_DIR")
+    parser.add_argument("--overwrite-card", action="store_true",
+                        help="replace a hand-written README.md in MODEL_DIR (kept by default)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import DecompValueError
+    from ..io_utils import check_output_dir
+    from ..models import load_classifier
+    from ..hub.export import build_decomposed_model, load_run, save_decomposed_model
+
+    check_output_dir(args.out, args.overwrite)  # before loading anything
+    indices, metrics = load_run(args.indices)
+    model_name = args.model or indices.metadata.get("base_model")
+    if not model_name:
+        raise DecompValueError(f"{args.indices}/indices.json records no base_model; name the model with --model.")
+    adapter = load_classifier(model_name, checkpoint=args.checkpoint)
+    model = build_decomposed_model(adapter, indices, metrics)
+    out = save_decomposed_model(model, args.out, overwrite=args.overwrite, overwrite_card=args.overwrite_card,
+                                figures_from=args.indices, repo_id=args.repo_id)
+    config = model.config
+    print(f"saved {type(model).__name__} of {model_name} ({config.num_labels} classes, d = {config.num_features}, "
+          f"{model.head.multiply_adds} of {config.num_labels * config.num_features} final-layer weights kept) to {out}/")
+    print(f"load it with transformers.pipeline('image-classification', model='{out}', trust_remote_code=True)")
+    return 0

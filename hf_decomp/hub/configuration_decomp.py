@@ -1,0 +1,139 @@
+"""Configuration of a decomposed image classifier (backbone + class-specific linear head).
+
+Self-contained on purpose: this file is copied next to ``config.json`` by ``save_pretrained`` and
+loaded with ``trust_remote_code=True`` where hf-decomp is not installed, so it imports only
+transformers.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+__all__ = ["DecompConfig"]
+
+BACKBONE_LIBRARIES = ("timm", "transformers")
+
+
+class DecompConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`DecomposedForImageClassification`]: a backbone that yields pooled features of
+    width d, and a head in which class c only reads its influential features ``index_sets[c]``
+    (Badola et al., "Decomposing the Deep").
+
+    Args:
+        backbone_library (`str`, *optional*, defaults to `"timm"`):
+            `"timm"` or `"transformers"`: which library builds the backbone.
+        architecture (`str`, *optional*):
+            timm architecture name (e.g. `"resnet50"`, `"cifar10_resnet20"`); timm backbones only.
+        pretrained_cfg (`dict`, *optional*):
+            timm's pretrained config of the backbone (mean, std, input size, interpolation, crop):
+            it rebuilds the eval transform, so no network is needed to preprocess images.
+        backbone_transformers_config (`dict`, *optional*):
+            the backbone's transformers config (`model.config.to_dict()`); transformers backbones only.
+        backbone_head_path (`str`, *optional*):
+            dotted name of the final linear layer inside the transformers backbone; it is replaced by
+            an identity so that the backbone returns the pooled features.
+        num_features (`int`, *optional*):
+            d, the width of the pooled features.
+        index_sets (`list[list[int]]`, *optional*):
+            per class (in class-id order), the indices of the features it keeps.
+        k1, k2 (`int`, *optional*):
+            features per sample that voted in the histogram / features kept per class.
+        selection_method (`str`, *optional*, defaults to `"histogram"`):
+            how the sets were chosen (`histogram` = Algorithm 1, `coverage`, `label-free`).
+        coverage (`float`, *optional*):
+            histogram mass kept per class when sets were chosen by coverage instead of k2.
+        base_model (`str`, *optional*):
+            the model that was decomposed (Hub id or name).
+        dataset (`str`, *optional*):
+            the dataset the statistics were gathered on.
+        metrics (`dict`, *optional*):
+            measured when the model was built: `full_accuracy`, `decomposed_accuracy`, `rho`, ...
+
+    Example:
+        ```python
+        >>> config = DecompConfig(architecture="cifar10_resnet20", num_features=4,
+        ...                       index_sets=[[0, 1], [2, 3]], id2label={0: "cat", 1: "dog"})
+        >>> config.num_labels
+        2
+        ```
+    """
+
+    model_type = "decomp"
+
+    def __init__(
+        self,
+        backbone_library: str = "timm",
+        architecture: str | None = None,
+        pretrained_cfg: dict | None = None,
+        backbone_transformers_config: dict | None = None,
+        backbone_head_path: str | None = None,
+        num_features: int | None = None,
+        index_sets: list[list[int]] | None = None,
+        k1: int | None = None,
+        k2: int | None = None,
+        selection_method: str = "histogram",
+        coverage: float | None = None,
+        base_model: str | None = None,
+        dataset: str | None = None,
+        metrics: dict | None = None,
+        **kwargs,
+    ):
+        if kwargs.get("id2label") is not None and kwargs.get("label2id") is None:
+            kwargs["label2id"] = {name: int(i) for i, name in kwargs["id2label"].items()}
+        self.backbone_library = backbone_library
+        self.architecture = architecture
+        self.pretrained_cfg = pretrained_cfg
+        self.backbone_transformers_config = backbone_transformers_config
+        self.backbone_head_path = backbone_head_path
+        self.num_features = num_features
+        self.index_sets = None if index_sets is None else [[int(i) for i in s] for s in index_sets]
+        self.k1 = k1
+        self.k2 = k2
+        self.selection_method = selection_method
+        self.coverage = coverage
+        self.base_model = base_model
+        self.dataset = dataset
+        self.metrics = metrics or {}
+        if backbone_library == "timm":
+            # Lets AutoImageProcessor / pipeline build timm's own eval transform from this config.json.
+            kwargs.setdefault("image_processor_type", "TimmWrapperImageProcessor")
+        super().__init__(**kwargs)
+        self.validate_decomposition()
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        # transformers treats any config.json with a "pretrained_cfg" key as a timm checkpoint (and reads
+        # its image processor from it): only timm backbones may carry the key.
+        if output.get("pretrained_cfg") is None:
+            output.pop("pretrained_cfg", None)
+        return output
+
+    def validate_decomposition(self) -> None:
+        """Raise `ValueError` naming the class and index when the index sets do not fit the model."""
+        if self.backbone_library not in BACKBONE_LIBRARIES:
+            raise ValueError(
+                f"backbone_library={self.backbone_library!r} is not one of {', '.join(BACKBONE_LIBRARIES)}"
+            )
+        if self.index_sets is None:
+            return  # a bare config (e.g. AutoConfig.for_model) describes no decomposition yet
+        if self.num_features is None or int(self.num_features) < 1:
+            raise ValueError(f"num_features={self.num_features!r} must be the positive feature width d")
+        if len(self.index_sets) != self.num_labels:
+            raise ValueError(
+                f"config has {len(self.index_sets)} index sets but {self.num_labels} classes (id2label); "
+                f"expected one index set per class. Re-export the model from its indices."
+            )
+        d = int(self.num_features)
+        for c, subset in enumerate(self.index_sets):
+            name = (self.id2label or {}).get(c, f"class_{c}")
+            if not subset:
+                raise ValueError(f"class {c} ({name!r}) has an empty index set; every class needs a feature")
+            bad = [i for i in subset if not 0 <= i < d]
+            if bad:
+                raise ValueError(
+                    f"class {c} ({name!r}): indices {bad} are outside [0, {d}) (num_features d={d}); "
+                    f"the index sets do not belong to this backbone"
+                )
+            if len(set(subset)) != len(subset):
+                raise ValueError(f"class {c} ({name!r}): duplicate indices in {subset}")

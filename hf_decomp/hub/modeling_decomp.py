@@ -1,0 +1,359 @@
+"""A decomposed image classifier as a transformers model: backbone + class-specific linear head.
+
+logit_c = W_c[I_c] . x[I_c] + b_c, where x are the backbone's pooled features and I_c the
+influential features of class c (Badola et al., "Decomposing the Deep").
+
+Self-contained on purpose: ``save_pretrained`` copies this file (and ``configuration_decomp.py``)
+next to the weights, so the folder loads with ``trust_remote_code=True`` where hf-decomp is not
+installed. It imports only torch, transformers and (for timm backbones) timm; the CIFAR ResNets
+that hf-decomp registers in timm are defined here too, for environments without hf-decomp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
+
+from .configuration_decomp import DecompConfig
+
+__all__ = ["DecomposedForImageClassification", "DecomposedHead", "DecomposedClassifierOutput"]
+
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+# pretrained_cfg entries that point at local files or download locations: never shipped.
+_PRIVATE_PRETRAINED_CFG_KEYS = ("file", "state_dict", "url", "hf_hub_filename")
+
+
+@dataclass
+class DecomposedClassifierOutput(ImageClassifierOutputWithNoAttention):
+    """[`ImageClassifierOutputWithNoAttention`] plus what the decomposed head saw.
+
+    Args:
+        features (`torch.FloatTensor` of shape `(batch_size, num_features)`, *optional*):
+            pooled backbone features (returned with `output_contributions=True`).
+        contributions (`torch.FloatTensor` of shape `(batch_size, num_labels, max_set_size)`, *optional*):
+            per class, `W_c[j] * x[j]` for each kept feature j (zero in padding slots); with the bias
+            they sum to the logits.
+    """
+
+    features: torch.FloatTensor | None = None
+    contributions: torch.FloatTensor | None = None
+
+
+def _pad_index_sets(index_sets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    kmax = max(len(s) for s in index_sets)
+    indices = torch.zeros(len(index_sets), kmax, dtype=torch.long)
+    valid = torch.zeros(len(index_sets), kmax, dtype=torch.bool)
+    for c, subset in enumerate(index_sets):
+        indices[c, : len(subset)] = torch.tensor(subset, dtype=torch.long)
+        valid[c, : len(subset)] = True
+    return indices, valid
+
+
+class DecomposedHead(nn.Module):
+    """Linear classifier in which class c reads only the features ``index_sets[c]``.
+
+    Same parameters and math as ``hf_decomp.DecomposedLinear``: ``kept_weight`` (C, kmax), ``bias``
+    (C,), buffers ``indices`` (C, kmax) and ``valid`` (C, kmax) marking real (not padding) slots.
+    """
+
+    def __init__(self, num_features: int, index_sets: list[list[int]]):
+        super().__init__()
+        self.num_features = int(num_features)
+        indices, valid = _pad_index_sets(index_sets)
+        self.register_buffer("indices", indices)
+        self.register_buffer("valid", valid)
+        self.kept_weight = nn.Parameter(torch.zeros(indices.shape, dtype=torch.float32))
+        self.bias = nn.Parameter(torch.zeros(indices.shape[0], dtype=torch.float32))
+
+    @property
+    def multiply_adds(self) -> int:
+        return int(self.valid.sum())
+
+    def dense_weight(self) -> torch.Tensor:
+        """(C, d) weight with zeros outside each class's set."""
+        dense = torch.zeros(self.indices.shape[0], self.num_features, dtype=self.kept_weight.dtype,
+                            device=self.kept_weight.device)
+        return dense.scatter_add(1, self.indices, self.kept_weight * self.valid)
+
+    def contributions(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, kmax): W_c[j] * x[j] for the kept features of every class."""
+        return features[:, self.indices] * (self.kept_weight * self.valid)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        # One dense matmul with a masked weight: the same numbers hf_decomp's evaluation computes.
+        return F.linear(features, self.dense_weight(), self.bias)
+
+    def index_sets(self) -> list[list[int]]:
+        return [row[ok].tolist() for row, ok in zip(self.indices.cpu(), self.valid.cpu())]
+
+
+# --- CIFAR ResNets (He et al. 2016, Sec. 4.2), for loading where hf-decomp (which registers them in
+# timm) is not installed. Parameter names and math match hf_decomp.models.cifar_resnet.
+_CIFAR_RESNET = re.compile(r"^cifar(?:10|100)_resnet(\d+)$")
+
+
+class _ShortcutA(nn.Module):
+    def __init__(self, pad_channels: int):
+        super().__init__()
+        self.pad_channels = pad_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad_channels, self.pad_channels))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        changes_shape = stride != 1 or in_planes != planes
+        self.shortcut = _ShortcutA(planes // 4) if changes_shape else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNetBackbone(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs without its classifier, with timm's feature interface."""
+
+    def __init__(self, depth: int):
+        super().__init__()
+        self.num_features = 64
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_planes = 16
+        for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+            blocks = []
+            for i in range((depth - 2) // 6):
+                blocks.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+            self.add_module(f"layer{stage}", nn.Sequential(*blocks))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+def _create_timm_backbone(config: DecompConfig) -> nn.Module:
+    """The timm backbone with its classifier removed, built without downloading anything."""
+    architecture = config.architecture
+    try:
+        import timm
+    except ImportError:
+        timm = None
+    if timm is not None and timm.is_model(architecture):
+        model = timm.create_model(architecture, pretrained=False, num_classes=0)
+    elif _CIFAR_RESNET.match(architecture or ""):
+        model = CifarResNetBackbone(int(_CIFAR_RESNET.match(architecture).group(1)))
+    else:
+        found = f"timm {timm.__version__} has no such model" if timm is not None else "timm is not installed"
+        raise ValueError(
+            f"Cannot build the backbone architecture={architecture!r}: {found}. The architecture is "
+            f"rebuilt locally (weights come from model.safetensors, nothing is downloaded); install a timm "
+            f"version that has it (`pip install -U timm`), or import the package that registers it with "
+            f"timm's @register_model before loading."
+        )
+    model.pretrained_cfg = dict(config.pretrained_cfg or {})
+    return model
+
+
+def _create_transformers_backbone(config: DecompConfig) -> nn.Module:
+    """The transformers classifier with its final linear layer replaced by an identity."""
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    backbone_dict = dict(config.backbone_transformers_config or {})
+    model_type = backbone_dict.pop("model_type", None)
+    try:
+        backbone_config = AutoConfig.for_model(model_type, **backbone_dict)
+    except ValueError as e:
+        raise ValueError(
+            f"Cannot build the transformers backbone: model_type={model_type!r} is unknown to transformers "
+            f"({e}). Upgrade transformers or register the backbone's config class first."
+        ) from e
+    model = AutoModelForImageClassification.from_config(backbone_config)
+    parent_name, _, child_name = config.backbone_head_path.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child_name, nn.Identity())
+    return model
+
+
+class DecomposedPreTrainedModel(PreTrainedModel):
+    config_class = DecompConfig
+    base_model_prefix = "backbone"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = ["DecomposedHead"]
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Everything comes from the checkpoint (missing keys are an error, see from_pretrained);
+        # only non-persistent buffers (never saved) are recomputed, as transformers' timm wrapper does.
+        if hasattr(module, "init_non_persistent_buffers"):
+            module.init_non_persistent_buffers()
+
+
+class DecomposedForImageClassification(DecomposedPreTrainedModel):
+    r"""
+    An image classifier whose final layer is decomposed: class c only reads its influential
+    features `config.index_sets[c]` of the backbone's pooled features.
+
+    Args:
+        config ([`DecompConfig`]): backbone reference, labels and index sets.
+
+    Example:
+        ```python
+        >>> from transformers import pipeline
+        >>> classifier = pipeline("image-classification", model="path/or/user-repo", trust_remote_code=True)
+        >>> classifier(image)[0]["label"]
+        ```
+    """
+
+    # Set by hf_decomp.hub (not present in remote-code copies): writes the indices and the model card.
+    _save_extras_hook = None
+
+    def __init__(self, config: DecompConfig):
+        super().__init__(config)
+        if config.index_sets is None:
+            raise ValueError("DecompConfig.index_sets is None: a decomposed model needs one index set per class")
+        if config.backbone_library == "timm":
+            self.backbone = _create_timm_backbone(config)
+        else:
+            self.backbone = _create_transformers_backbone(config)
+        self.head = DecomposedHead(config.num_features, config.index_sets)
+        self.post_init()
+
+    def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features (B, d): the input of the decomposed head."""
+        if self.config.backbone_library == "timm":
+            return self.backbone.forward_head(self.backbone.forward_features(pixel_values), pre_logits=True)
+        return self.backbone(pixel_values=pixel_values).logits  # head replaced by an identity
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        output_contributions: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DecomposedClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            class ids; when given, the cross-entropy loss is returned.
+        output_contributions (`bool`, *optional*, defaults to `False`):
+            also return the pooled features and, per class, the contribution of each kept feature.
+        """
+        features = self.extract_features(pixel_values)
+        logits = self.head(features.to(self.head.kept_weight.dtype))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels.to(logits.device).view(-1))
+        contributions = self.head.contributions(features) if output_contributions else None
+        output = DecomposedClassifierOutput(
+            loss=loss, logits=logits, features=features if output_contributions else None,
+            contributions=contributions,
+        )
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+    # ---- building and saving ---------------------------------------------------------------------
+    @classmethod
+    def from_classifier(cls, adapter, index_sets, **facts) -> "DecomposedForImageClassification":
+        """Build from an hf-decomp ``ClassifierAdapter`` (timm or transformers) and per-class index sets.
+
+        Args:
+            adapter: the classifier (its backbone weights and final linear layer are copied).
+            index_sets: one list of feature indices per class, or an ``InfluentialIndices``.
+            facts: more ``DecompConfig`` fields (k1, k2, selection_method, base_model, dataset, metrics).
+        """
+        metadata = getattr(index_sets, "metadata", None) or {}
+        sets = getattr(index_sets, "sets", index_sets)
+        facts = {
+            "k1": metadata.get("k1"), "k2": metadata.get("k2"), "coverage": metadata.get("coverage"),
+            "selection_method": metadata.get("method") or "histogram",
+            "base_model": metadata.get("base_model", adapter.name), "dataset": metadata.get("dataset"),
+            "metrics": metadata.get("metrics") or {}, **facts,
+        }
+        id2label = dict(enumerate(adapter.label_names))
+        classifier_name = next(name for name, m in adapter.model.named_modules() if m is adapter.classifier)
+        common = dict(num_features=adapter.num_features, index_sets=[list(s) for s in sets], id2label=id2label,
+                      **facts)
+        if adapter.source == "timm":
+            pretrained_cfg = {k: v for k, v in (adapter.config.get("pretrained_cfg") or {}).items()
+                              if k not in _PRIVATE_PRETRAINED_CFG_KEYS}
+            pretrained_cfg.update(num_classes=adapter.num_classes, label_names=list(adapter.label_names))
+            config = DecompConfig(backbone_library="timm", architecture=adapter.config.get("architecture"),
+                                  pretrained_cfg=pretrained_cfg, **common)
+        else:
+            config = DecompConfig(backbone_library="transformers",
+                                  backbone_transformers_config=adapter.model.config.to_dict(),
+                                  backbone_head_path=classifier_name,
+                                  backbone_processor_config=adapter.config.get("processor_config"), **common)
+        model = cls(config)
+        state = {k: v for k, v in adapter.model.state_dict().items()
+                 if not (k == classifier_name or k.startswith(f"{classifier_name}."))}
+        try:
+            model.backbone.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"{adapter.name}: the backbone rebuilt from its config ({config.architecture or config.backbone_head_path}) "
+                f"does not hold the same weights as the loaded model ({e}); models created with extra "
+                f"arguments cannot be exported."
+            ) from e
+        weight, bias = adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu()
+        with torch.no_grad():
+            model.head.kept_weight.copy_(weight.gather(1, model.head.indices) * model.head.valid)
+            model.head.bias.copy_(bias)
+        return model.eval()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus the preprocessor config (and, with hf-decomp
+        installed, the indices files and the model card)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        processor = self.preprocessor_dict()
+        if processor is not None:
+            with open(os.path.join(save_directory, PREPROCESSOR_CONFIG_NAME), "w", encoding="utf-8") as f:
+                json.dump(processor, f, indent=2, sort_keys=True)
+                f.write("\n")
+        hook = type(self)._save_extras_hook
+        if hook is not None:
+            hook(self, save_directory)
+
+    def preprocessor_dict(self) -> dict | None:
+        """The image processor config: timm's eval transform for timm backbones, else the backbone's own."""
+        if self.config.backbone_library == "timm":
+            return {"image_processor_type": "TimmWrapperImageProcessor", "architecture": self.config.architecture,
+                    "pretrained_cfg": self.config.pretrained_cfg}
+        return getattr(self.config, "backbone_processor_config", None)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, but missing weights are an error (never random) and the
+        head's stored index sets must equal the config's."""
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        if info.get("missing_keys"):
+            raise ValueError(
+                f"The checkpoint lacks weights {sorted(info['missing_keys'])[:10]}; it does not belong to this "
+                f"config (architecture={model.config.architecture!r}). Re-export the model."
+            )
+        if model.head.index_sets() != model.config.index_sets:
+            raise ValueError(
+                "model.safetensors holds index sets that differ from config.json's index_sets; one of the two "
+                "files was edited. Re-export the model."
+            )
+        return (model, info) if wants_info else model

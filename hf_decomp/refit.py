@@ -1,0 +1,209 @@
+"""Head refit: re-fit the kept weights W_c[I_c] and the biases b_c on training features, backbone frozen.
+
+Minimises the cross-entropy of the decomposed head over cached features (the features never change,
+so the problem is a small convex softmax regression restricted to each class's set):
+
+- :func:`refit_head`: full batch, L-BFGS (default; seconds for CIFAR-10's 50k x 64) or Adam.
+- :func:`refit_head_streaming`: Adam over batches read again each epoch (features too large for memory,
+  e.g. streamed from :class:`~hf_decomp.feature_cache.FeatureCache` shards).
+- :func:`prune_and_refit`: selection and refit together (method ``pruning``): start from all
+  features, repeatedly keep the top fraction by the contribution score of the *refit* weights,
+  W_cj * (mean_c(x_j) - mean(x_j)), and refit, until k per class remain.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .bias_correction import corrected_bias
+from .criteria import contribution_scores
+from .errors import DecompValueError
+from .head import DecomposedLinear
+from .selection import top_k_per_class
+
+__all__ = ["check_labelled", "refit_head", "refit_head_streaming", "prune_and_refit", "pruning_schedule",
+           "REFIT_OPTIMIZERS"]
+
+REFIT_OPTIMIZERS = ("lbfgs", "adam")
+
+
+def check_labelled(labels: torch.Tensor | None, num_classes: int, what: str = "refit") -> None:
+    """Refuse unlabelled data (labels None, empty or -1) and labels outside [0, C)."""
+    if labels is None or labels.numel() == 0:
+        raise DecompValueError(f"{what} needs a labelled training split, but no labelled samples were given. "
+                               f"Pass --stats-split/--train-split naming a split with a label column.")
+    if bool((labels < 0).any()):
+        missing = int((labels < 0).sum())
+        raise DecompValueError(f"{what} needs a labelled training split, but {missing} of {labels.numel()} samples "
+                               f"have no label (-1). Use a labelled split or set --label-column.")
+    if int(labels.max()) >= num_classes:
+        raise DecompValueError(f"{what}: labels go up to {int(labels.max())} but the head has {num_classes} "
+                               f"classes [0, {num_classes}); use the dataset the model was trained on.")
+
+
+def _check_features(head: DecomposedLinear, features: torch.Tensor, labels: torch.Tensor) -> None:
+    if features.ndim != 2 or features.shape[1] != head.num_features:
+        raise DecompValueError(f"features have shape {tuple(features.shape)}; the head expects (N, "
+                               f"{head.num_features}). Use features of the model the head was built from.")
+    if features.shape[0] != labels.shape[0]:
+        raise DecompValueError(f"{features.shape[0]} feature rows but {labels.shape[0]} labels")
+
+
+def refit_head(
+    head: DecomposedLinear,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    optimizer: str = "lbfgs",
+    max_iter: int = 100,
+    epochs: int = 30,
+    lr: float = 1e-2,
+    batch_size: int = 4096,
+    weight_decay: float = 0.0,
+) -> DecomposedLinear:
+    """A copy of ``head`` whose kept weights and biases minimise the cross-entropy on ``features``.
+
+    Args:
+        head: the decomposed head (its sets stay fixed; padding slots stay zero).
+        features: (N, d) training features of the frozen backbone; labels: (N,) class ids.
+        optimizer: ``lbfgs`` (full batch, ``max_iter`` iterations) or ``adam`` (``epochs`` over
+            shuffled mini-batches of ``batch_size`` with learning rate ``lr``).
+        weight_decay: L2 penalty on the kept weights (per sample).
+
+    Returns:
+        The refit head (the input head is left unchanged).
+    """
+    if optimizer not in REFIT_OPTIMIZERS:
+        raise DecompValueError(f"optimizer={optimizer!r} is not one of {', '.join(REFIT_OPTIMIZERS)}")
+    check_labelled(labels, head.num_classes)
+    _check_features(head, features, labels)
+    refit = copy.deepcopy(head).float().train()
+    features, labels = features.float().to(refit.bias.device), labels.long().to(refit.bias.device)
+    params = [refit.kept_weight, refit.bias]
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(refit(x), y)
+        return loss + weight_decay * (refit.kept_weight * refit.valid).square().sum() if weight_decay else loss
+
+    with torch.enable_grad():
+        if optimizer == "lbfgs":
+            lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
+                                      line_search_fn="strong_wolfe")
+
+            def closure():
+                lbfgs.zero_grad()
+                loss = loss_of(features, labels)
+                loss.backward()
+                return loss
+
+            lbfgs.step(closure)
+        else:
+            adam = torch.optim.Adam(params, lr=lr)
+            generator = torch.Generator().manual_seed(0)
+            for _ in tqdm(range(epochs), desc="refit (adam)", leave=False):
+                for batch in torch.randperm(features.shape[0], generator=generator).split(batch_size):
+                    adam.zero_grad()
+                    loss_of(features[batch], labels[batch]).backward()
+                    adam.step()
+    with torch.no_grad():
+        refit.kept_weight.mul_(refit.valid)
+    return refit.eval()
+
+
+def refit_head_streaming(
+    head: DecomposedLinear,
+    batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    *,
+    epochs: int = 3,
+    lr: float = 1e-2,
+) -> DecomposedLinear:
+    """Refit with Adam, reading (features, labels) batches anew each epoch (nothing held in memory).
+
+    Args:
+        head: the decomposed head.
+        batches: called once per epoch; yields (features (B, d), labels (B,)), e.g.
+            ``FeatureCache(dir).iter_shards`` or a fresh :class:`~hf_decomp.features.FeaturePass`.
+        epochs: passes over the data. lr: Adam's learning rate.
+    """
+    refit = copy.deepcopy(head).float().train()
+    adam = torch.optim.Adam([refit.kept_weight, refit.bias], lr=lr)
+    seen = 0
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for features, labels in tqdm(batches(), desc="refit (streaming)", leave=False):
+                check_labelled(labels, refit.num_classes)
+                _check_features(refit, features, labels)
+                adam.zero_grad()
+                F.cross_entropy(refit(features.float().to(refit.bias.device)),
+                                labels.long().to(refit.bias.device)).backward()
+                adam.step()
+                seen += labels.numel()
+    if seen == 0:
+        check_labelled(None, refit.num_classes)
+    with torch.no_grad():
+        refit.kept_weight.mul_(refit.valid)
+    return refit.eval()
+
+
+def pruning_schedule(num_features: int, k: int, keep: float = 0.75) -> list[int]:
+    """Set sizes from d down to k, shrinking by ``keep`` per step (d=64, k=5: 48, 36, 27, 20, 15, 11, 8, 6, 5)."""
+    if not 1 <= k <= num_features:
+        raise DecompValueError(f"k={k} must be between 1 and d={num_features} (the feature width)")
+    if not 0.0 < keep < 1.0:
+        raise DecompValueError(f"keep={keep} must be a fraction in (0, 1)")
+    sizes, size = [], num_features
+    while size > k:
+        size = max(k, min(size - 1, math.floor(size * keep)))
+        sizes.append(size)
+    return sizes or [k]
+
+
+def prune_and_refit(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    *,
+    schedule: Sequence[int] | None = None,
+    max_iter: int = 100,
+) -> DecomposedLinear:
+    """Iterative contribution pruning: keep the top sets by W'_cj (mean_c(x_j) - mean(x_j)) and refit, repeatedly.
+
+    W' are the current (refit) weights, so a feature's score accounts for the features already
+    dropped. Each step folds the dropped features' mean contribution into the bias, then refits.
+
+    Args:
+        weight: (C, d) dense weight; bias: (C,).
+        features: (N, d) labelled training features; labels: (N,).
+        k: final set size per class.
+        schedule: decreasing set sizes ending at k (default :func:`pruning_schedule`).
+    """
+    num_classes, num_features = weight.shape
+    check_labelled(labels, num_classes, "pruning")
+    schedule = list(schedule) if schedule is not None else pruning_schedule(num_features, k)
+    if not schedule or schedule[-1] != k or any(b >= a for a, b in zip(schedule, schedule[1:])):
+        raise DecompValueError(f"schedule={schedule} must be strictly decreasing and end at k={k}")
+    features, labels = features.float(), labels.long()
+    overall_mean = features.double().mean(0)
+    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1)
+    class_means = torch.zeros(num_classes, num_features, dtype=torch.float64).index_add_(
+        0, labels, features.double()) / counts[:, None]
+    current_w = weight.detach().float().cpu()
+    current_b = torch.zeros(num_classes) if bias is None else bias.detach().float().cpu()
+    mask = torch.ones(num_classes, num_features, dtype=torch.bool)
+    head = None
+    for size in tqdm(schedule, desc="pruning", leave=False):
+        scores = contribution_scores(current_w, class_means, overall_mean).masked_fill(~mask, -math.inf)
+        sets = top_k_per_class(scores, size)
+        new_mask = torch.zeros_like(mask).scatter_(1, torch.tensor(sets), True)
+        start_bias = corrected_bias(current_w * mask, current_b, new_mask, overall_mean.float())
+        head = refit_head(DecomposedLinear(current_w, start_bias, sets), features, labels, max_iter=max_iter)
+        current_w, current_b, mask = head.dense_weight().detach(), head.bias.detach(), new_mask
+    return head

