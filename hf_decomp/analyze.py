@@ -216,6 +216,7 @@ def analyze(
     k2: int | None = 5,
     coverage: float | None = None,
     method: str = "histogram",
+    bias_correction: bool = False,
     stats_split: str = "train",
     eval_split: str | None = None,
     out_dir: str | Path | None = None,
@@ -245,7 +246,10 @@ def analyze(
         dataset: Hub name or local folder; default the bundled CIFAR-10 (``uoft-cs/cifar10`` if absent).
         k1: features per sample that vote in the histogram. k2: features kept per class.
         coverage: instead of k2, keep per class the fewest features covering this fraction of votes.
-        method: ``histogram`` (Algorithm 1) or ``label-free``.
+        method: ``histogram`` (Algorithm 1), ``contribution`` (W_cj (mean_c(x_j) - mean(x_j))) or ``label-free``.
+        bias_correction: also evaluate the head with b_c += sum_{j not in I_c} W_cj mean(x_j)
+            (one more evaluation pass; reported as ``metrics["bias_corrected"]``, the headline
+            numbers stay those of the uncorrected head).
         stats_split / eval_split: splits for the statistics and the evaluation (default test/validation).
         out_dir: where to write indices, statistics, metrics.json and report.md (atomically).
         overwrite: replace an existing results folder.
@@ -308,20 +312,28 @@ def analyze(
         names = [adapter.label_names[c] for c in empty]
         warnings.append(f"classes without samples in the statistics split: {names}; their sets come from "
                         f"the label-free ranking W_cj * mean(x_j)")
-    for info, split in ((stats_info, train),):
-        if info["skipped_images"]:
-            warnings.append(f"{info['skipped_images']} unreadable images skipped in [{split.split}]")
-        if info["resized_images"]:
-            warnings.append(f"{info['resized_images']} images of another size resized to the model's "
-                            f"{adapter.input_size[1]}x{adapter.input_size[2]} in [{split.split}]")
-        if info["nonfinite_samples"]:
-            warnings.append(f"{info['nonfinite_samples']} samples with NaN/inf features ignored in [{split.split}]")
+    if stats_info["skipped_images"]:
+        warnings.append(f"{stats_info['skipped_images']} unreadable images skipped in [{train.split}]")
+    if stats_info["resized_images"]:
+        warnings.append(f"{stats_info['resized_images']} images of another size resized to the model's "
+                        f"{adapter.input_size[1]}x{adapter.input_size[2]} in [{train.split}]")
+    if stats_info["nonfinite_samples"]:
+        warnings.append(f"{stats_info['nonfinite_samples']} samples with NaN/inf features ignored in [{train.split}]")
     for message in warnings:
         logger.warning(message)
 
     head = DecomposedLinear(adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu(), sets)
     evaluation = evaluate_decomposition(adapter, head, test, seed=seed, run_key={"limit": eval_limit},
                                         **loader_kwargs)
+    corrected_metrics = None
+    if bias_correction:
+        from .bias_correction import bias_corrected_head
+
+        corrected = bias_corrected_head(head, adapter.weight.detach().float().cpu(), stats.overall_mean().float())
+        corrected_eval = evaluate_decomposition(adapter, corrected, test, seed=seed,
+                                                run_key={"limit": eval_limit, "bias_correction": True}, **loader_kwargs)
+        corrected_metrics = {"decomposed_accuracy": corrected_eval["decomposed_accuracy"],
+                             "rho": corrected_eval["rho"], "bias": corrected.bias.tolist()}
     if evaluation["skipped_images"]:
         warnings.append(f"{evaluation['skipped_images']} unreadable images skipped in [{test.split}]")
     if evaluation["resized_images"]:
@@ -351,6 +363,8 @@ def analyze(
         "warnings": warnings,
         "versions": _versions(),
     }
+    if corrected_metrics is not None:
+        metrics["bias_corrected"] = corrected_metrics
     indices = InfluentialIndices(
         sets=sets, num_features=d, label_names=adapter.label_names,
         metadata={"base_model": adapter.name, "dataset": train.name, "split": train.split, "k1": k1, "k2": k2,

@@ -29,13 +29,18 @@ def shard_split(split: ImageSplit, process_index: int, num_processes: int) -> Im
 
     Map-style splits are sharded later by the prepared data loader, batch by batch, which keeps the
     global batch order of a single-process run. Streaming splits are cut here: whole shards per process
-    when the shard count divides evenly, else every N-th example (each process reads and drops the rest).
+    when there are at least as many shards as processes (shards need not divide evenly: processes never
+    wait for each other during a pass), else every N-th example (each process reads and drops the
+    rest). A ``limit`` subset is always cut by example: split by shards, ``take`` would draw a
+    different subset in each process.
     """
     if num_processes <= 1 or not split.streaming:
         return split
     if not 0 <= process_index < num_processes:
         raise ValueError(f"process_index={process_index} is not in [0, {num_processes})")
-    dataset = split_dataset_by_node(split.dataset, rank=process_index, world_size=num_processes)
+    by_shards = not split.subset and getattr(split.dataset, "num_shards", 1) >= num_processes
+    dataset = split_dataset_by_node(split.dataset, rank=process_index, world_size=num_processes,
+                                    strategy="shards" if by_shards else "examples")
     return dataclasses.replace(split, dataset=dataset)
 
 

@@ -7,6 +7,8 @@ replaced by N(0, 1) noise, then classified by the full layer. All counts are add
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import DecompValueError
@@ -36,18 +38,38 @@ def noise_ablation_inputs(
     return torch.where(class_mask, noise, features), torch.where(class_mask, features, noise)
 
 
-def per_sample_noise(keys: torch.Tensor, num_features: int, seed: int = 0) -> torch.Tensor:
-    """(B, d) N(0, 1) noise where row i depends only on ``keys[i]`` and ``seed`` (on the CPU).
+# splitmix64 constants as signed int64 (torch has no uint64 arithmetic; int64 products wrap the same way)
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64
+_MIX1 = 0xBF58476D1CE4E5B9 - 2**64
+_MIX2 = 0x94D049BB133111EB - 2**64
 
-    Keyed by sample rather than drawn from one stream, the ablation gives the same numbers whatever
-    the batch size, the number of processes or where a resumed run restarted.
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (``>>`` is arithmetic: it copies the sign bit)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser: a bijective 64-bit hash, element-wise."""
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+def per_sample_noise(keys: torch.Tensor, num_features: int, seed: int = 0,
+                     device: str | torch.device | None = None) -> torch.Tensor:
+    """(B, d) N(0, 1) noise where row i depends only on ``keys[i]`` and ``seed``.
+
+    Counter-based (a hash of key, seed and feature index, then Box-Muller), so it is computed for the
+    whole batch at once on any device, and the ablation gives the same numbers whatever the batch size,
+    the number of processes or where a resumed run restarted.
     """
-    rows = []
-    generator = torch.Generator()
-    for key in keys.tolist():
-        generator.manual_seed((int(key) * 1_000_003 + seed) % (2**63 - 1))
-        rows.append(torch.randn(num_features, generator=generator))
-    return torch.stack(rows) if rows else torch.empty(0, num_features)
+    keys = keys.to(device=device or keys.device, dtype=torch.int64)
+    row = _mix64(keys * _GOLDEN + int(seed))
+    counters = torch.arange(1, 2 * num_features + 1, device=keys.device, dtype=torch.int64) * _GOLDEN
+    uniform = _shift_right(_mix64(row[:, None] + counters), 11).double() * 2.0**-53  # [0, 1), 53 bits
+    radius = torch.sqrt(-2.0 * torch.log1p(-uniform[:, :num_features]))  # log(1 - u), finite: 1 - u > 0
+    return (radius * torch.cos(2 * math.pi * uniform[:, num_features:])).float()
 
 
 class EvaluationAccumulator:
@@ -92,7 +114,7 @@ class EvaluationAccumulator:
         self.counts["samples"].index_add_(0, labels, torch.ones_like(labels))
         tally("full_correct", torch.nn.functional.linear(features, self.weight, self.bias))
         tally("decomposed_correct", self.head(features))
-        noise = None if keys is None else per_sample_noise(keys, features.shape[1], self.seed)
+        noise = None if keys is None else per_sample_noise(keys, features.shape[1], self.seed, features.device)
         influential_noised, others_noised = noise_ablation_inputs(features, self.mask[labels], self.generator, noise)
         tally("influential_noise_correct", torch.nn.functional.linear(influential_noised, self.weight, self.bias))
         tally("non_influential_noise_correct", torch.nn.functional.linear(others_noised, self.weight, self.bias))

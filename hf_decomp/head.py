@@ -97,8 +97,10 @@ class DecomposedLinear(nn.Module):
 
     def mask(self) -> torch.Tensor:
         """(C, d) bool: True where class c uses feature j."""
-        mask = torch.zeros(self.num_classes, self.num_features, dtype=torch.bool, device=self.indices.device)
-        return mask.scatter_(1, self.indices, self.valid)
+        # scatter_add, not scatter_: padding slots also point at feature 0, and a scattered False
+        # could overwrite a real True there (duplicate indices make scatter_ order-dependent).
+        counts = torch.zeros(self.num_classes, self.num_features, dtype=torch.long, device=self.indices.device)
+        return counts.scatter_add_(1, self.indices, self.valid.long()) > 0
 
     def dense_weight(self) -> torch.Tensor:
         """(C, d) weight with zeros outside each class's set (differentiable in kept_weight)."""
@@ -113,16 +115,23 @@ class DecomposedLinear(nn.Module):
     def _inference_dense_weight(self) -> torch.Tensor:
         # Without autograd the masked weight is rebuilt only when the parameters change (in-place
         # updates bump _version; .to() changes data_ptr), so the small-head path costs one F.linear.
-        key = (self.kept_weight._version, self.kept_weight.data_ptr(), self.indices._version,
-               self.indices.data_ptr(), self.valid._version)
-        if self._dense_cache is None or self._dense_cache[0] != key:
-            self._dense_cache = (key, self.dense_weight().detach())
-        return self._dense_cache[1]
+        # _apply (.to, .float, ...) clears the cache; in-place updates (optimizer steps,
+        # load_state_dict) bump _version. _parameters/_buffers directly: Module.__getattr__ is slow.
+        key = (self._parameters["kept_weight"]._version, self._buffers["indices"]._version,
+               self._buffers["valid"]._version)
+        cache = self._dense_cache
+        if cache is None or cache[0] != key:
+            cache = self._dense_cache = (key, self.dense_weight().detach())
+        return cache[1]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._dense_cache = None
+        return super()._apply(fn, *args, **kwargs)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.kernel == "dense":
             weight = self.dense_weight() if torch.is_grad_enabled() else self._inference_dense_weight()
-            return nn.functional.linear(features, weight, self.bias)
+            return nn.functional.linear(features, weight, self._parameters["bias"])
         # Masking padded slots keeps them at zero even after the kept weights are trained.
         return decomposed_logits(features, self.indices, self.kept_weight * self.valid, self.bias, self.kernel)
 

@@ -14,6 +14,13 @@ from .errors import OutputExistsError
 __all__ = ["atomic_write_text", "atomic_write_json", "staged_output_dir"]
 
 
+def _default_mode(directory: bool = False) -> int:
+    """The mode a plain open()/mkdir() would give (mkstemp/mkdtemp use 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
@@ -22,6 +29,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -54,6 +62,7 @@ def staged_output_dir(out_dir: str | Path, overwrite: bool = False):
     out_dir = check_output_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
+    os.chmod(staging, _default_mode(directory=True))
     try:
         yield staging
     except BaseException:

@@ -86,7 +86,8 @@ class PassCheckpoint:
 
     @property
     def path(self) -> Path:
-        return self.config.directory / f"{self.name}.rank{self.process_index:03d}-of-{self.num_processes:03d}.safetensors"
+        rank = f"rank{self.process_index:03d}-of-{self.num_processes:03d}"
+        return self.config.directory / f"{self.name}.{rank}.safetensors"
 
     def load(self) -> tuple[dict[str, torch.Tensor], dict] | None:
         """(tensors, state) of this process's checkpoint, or None when resuming is off or there is none.

@@ -10,7 +10,7 @@ import torch
 
 __all__ = ["top_k_per_class", "coverage_per_class", "label_free_scores", "select_from_statistics", "SELECTION_METHODS"]
 
-SELECTION_METHODS = ("histogram", "coverage", "label-free")
+SELECTION_METHODS = ("histogram", "coverage", "label-free", "contribution")
 
 
 def _rank(scores: torch.Tensor) -> torch.Tensor:
@@ -70,14 +70,17 @@ def select_from_statistics(
         k1: which top-k1 histogram to use.
         k2: size of every set (``histogram`` and ``label-free``).
         coverage: instead of k2, per class the smallest set covering this fraction of the histogram.
-        method: ``histogram`` (Algorithm 1), ``coverage`` (implied by ``coverage``) or ``label-free``.
+        method: ``histogram`` (Algorithm 1), ``coverage`` (implied by ``coverage``), ``label-free`` or
+            ``contribution`` (W_cj * (mean_c(x_j) - mean(x_j)), see :mod:`hf_decomp.criteria`).
         weight: (C, d) classifier weight; needed by ``label-free`` and for classes without samples.
 
     Returns:
         (index sets, classes that had no samples and fell back to the label-free ranking).
     """
     if method not in SELECTION_METHODS:
-        raise ValueError(f"method={method!r} is not one of {', '.join(SELECTION_METHODS)}")
+        from .errors import DecompValueError
+
+        raise DecompValueError(f"method={method!r} is not one of {', '.join(SELECTION_METHODS)}")
     if coverage is not None and k2 is not None:
         raise ValueError("give either k2 or coverage, not both")
     if coverage is None and k2 is None:
@@ -89,8 +92,16 @@ def select_from_statistics(
         if label_free is None:
             raise ValueError("method='label-free' needs the classifier weight (weight=...)")
         return top_k_per_class(label_free, k2 if k2 is not None else 1), []
-    histogram = statistics.histogram(k1).cpu()
-    sets = coverage_per_class(histogram, coverage) if coverage is not None else top_k_per_class(histogram, k2)
+    if method == "contribution":
+        from .criteria import check_k_for_means, criterion_scores
+
+        if coverage is not None or weight is None:
+            raise ValueError("method='contribution' needs k2 (not coverage) and the classifier weight (weight=...)")
+        check_k_for_means(k2, statistics.overall_mean(), method)
+        sets = top_k_per_class(criterion_scores(method, statistics, weight), k2)
+    else:
+        histogram = statistics.histogram(k1).cpu()
+        sets = coverage_per_class(histogram, coverage) if coverage is not None else top_k_per_class(histogram, k2)
     empty = statistics.empty_classes()
     if empty:
         if label_free is None:

@@ -88,3 +88,16 @@ def test_corrupt_rows_in_a_dataset_are_skipped_and_counted(tmp_path):
     stats, info = gather_statistics(adapter, load_image_split(str(root), "train"), [1], num_workers=0)
     assert info["skipped_images"] == 3
     assert stats.sample_counts.tolist() == [4, 4, 4]
+
+
+def test_imagefolder_layout_is_read_with_class_names_from_folders(tmp_path):
+    for split in ("train", "test"):
+        for name, colour in (("blue", (0, 0, 255)), ("red", (255, 0, 0))):
+            folder = tmp_path / "imgs" / split / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), colour).save(folder / f"{i}.png")
+    split = load_image_split(str(tmp_path / "imgs"), "test")
+    assert (split.image_column, split.label_column) == ("image", "label")
+    assert split.label_names == ["blue", "red"]
+    assert sorted(row["label"] for row in split.dataset) == [0, 0, 1, 1]

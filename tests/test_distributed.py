@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import requires_shared
-from hf_decomp.data import load_image_split
+from hf_decomp.data import ImageSplit, load_image_split
 from hf_decomp.distributed import check_exact_once, raise_if_any_failed, reduce_count, reduce_sum_, shard_split
 from hf_decomp.errors import DecompValueError
 
@@ -29,6 +29,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 def _small_cifar(root: Path) -> Path:
     """240 train rows in two parquet shards (streaming splits them by shard) and 160 test rows in one
@@ -115,11 +116,105 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
     assert single["map"]["full"] > 80.0  # a trained resnet20 is far above chance on the subset
 
 
+# Rank 0 dies abruptly (os._exit, like a SIGKILL or a lost node) after CRASH_AFTER batches of the
+# statistics pass; torchrun then stops the other rank. Without CRASH_AFTER it resumes and reports.
+RESUME_DRIVER = textwrap.dedent("""
+    import json, logging, os, sys
+    from hf_decomp.analyze import analyze
+    from hf_decomp.features import make_accelerator
+    from hf_decomp.statistics import ClassStatistics
+
+    logging.basicConfig(level=logging.INFO, format="rank%(process)d %(message)s")
+    accelerator = make_accelerator(cpu=True)
+    crash_after = int(os.environ.get("CRASH_AFTER", "0"))
+    if crash_after and accelerator.process_index == 0:
+        update, calls = ClassStatistics.update, []
+
+        def dying_update(self, *args):
+            calls.append(1)
+            if len(calls) > crash_after:
+                os._exit(3)
+            return update(self, *args)
+
+        ClassStatistics.update = dying_update
+    result = analyze(dataset=sys.argv[2], batch_size=8, num_workers=0, out_dir=sys.argv[3], resume=not crash_after,
+                     checkpoint_every=1, accelerator=accelerator)
+    if accelerator.is_main_process:
+        m = result.metrics
+        with open(sys.argv[1], "w") as handle:
+            json.dump({"sets": result.indices.sets, "full": m["full_accuracy"], "decomposed": m["decomposed_accuracy"],
+                       "noise": m["noise_ablation"], "samples": m["statistics"]["samples"],
+                       "eval_samples": m["evaluation"]["eval_samples"]}, handle)
+""")
+
+
+@pytest.mark.slow
+@requires_shared("data", "cifar10")
+@requires_shared("models", "cifar10-resnets")
+def test_two_processes_killed_and_resumed_match_one_process(tmp_path):
+    from hf_decomp.analyze import analyze
+    from hf_decomp.resume import default_checkpoint_dir
+
+    dataset = _small_cifar(tmp_path / "cifar-small")
+    driver = tmp_path / "resume_driver.py"
+    driver.write_text(RESUME_DRIVER)
+    out, result = tmp_path / "run", tmp_path / "resumed.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver),
+               str(result), str(dataset), str(out)]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    crashed = subprocess.run(command, cwd=tmp_path, env={**env, "CRASH_AFTER": "5"}, capture_output=True, text=True,
+                             timeout=240)
+    assert crashed.returncode != 0
+    state = json.loads((default_checkpoint_dir(out) / "statistics.rank000-of-002.json").read_text())
+    assert (state["position"], state["complete"]) == (5, False)  # rank 0 died mid-pass
+    assert not out.exists()
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resuming statistics from batch 5 " in resumed.stderr  # rank 0 continued, did not start over
+    two = json.loads(result.read_text())
+    one = analyze(dataset=str(dataset), batch_size=8, num_workers=0)
+    assert two["sets"] == one.indices.sets
+    assert (two["full"], two["decomposed"], two["noise"]) == (
+        one.metrics["full_accuracy"], one.metrics["decomposed_accuracy"], one.metrics["noise_ablation"])
+    assert (two["samples"], two["eval_samples"]) == (240, 160)
+    assert (out / "indices.json").is_file() and not default_checkpoint_dir(out).exists()
+
+
 def test_shard_split_streaming_reads_each_row_once(color_dataset):
     split = load_image_split(str(color_dataset), "train", streaming=True)
     labels_per_rank = [[row["label"] for row in shard_split(split, rank, 3).dataset] for rank in range(3)]
     assert sorted(sum(labels_per_rank, [])) == sorted(row["label"] for row in split.dataset)
     assert [len(labels) for labels in labels_per_rank] == [8, 8, 8]  # 24 rows, every 3rd to each rank
+
+
+def _numbers_in_shards(root: Path, shards: int, rows: int = 24):
+    import datasets
+
+    folder = root / "data"
+    folder.mkdir(parents=True)
+    table = datasets.Dataset.from_dict({"x": list(range(rows)), "label": [0] * rows})
+    for index in range(shards):
+        path = folder / f"train-{index:05d}-of-{shards:05d}.parquet"
+        table.shard(shards, index, contiguous=True).to_parquet(str(path))
+    return datasets.load_dataset(str(root), split="train", streaming=True)
+
+
+@pytest.mark.parametrize("shards", [2, 3, 4])  # 3 shards over 2 processes: uneven, still each row once
+def test_streaming_shards_split_unevenly_but_exactly_once(tmp_path, shards):
+    split = ImageSplit(_numbers_in_shards(tmp_path, shards), "numbers", "train", "x", "label", None, True)
+    parts = [[row["x"] for row in shard_split(split, rank, 2).dataset] for rank in range(2)]
+    assert sorted(parts[0] + parts[1]) == list(range(24))
+    assert parts[0] and parts[1]
+
+
+def test_streaming_subset_is_split_by_example_so_it_stays_the_same_subset(tmp_path):
+    stream = _numbers_in_shards(tmp_path, 4).take(10)  # split by shards, the two halves would take 0-4 and 6-10
+    single = sorted(row["x"] for row in stream)
+    assert single == list(range(10))
+    split = ImageSplit(stream, "numbers", "train", "x", "label", None, True, subset=True)
+    parts = [[row["x"] for row in shard_split(split, rank, 2).dataset] for rank in range(2)]
+    assert sorted(parts[0] + parts[1]) == single
 
 
 def test_shard_split_keeps_map_style_and_single_process(color_dataset):
@@ -144,3 +239,43 @@ def test_exact_once_check_and_single_process_reductions(color_dataset):
     raise_if_any_failed(None, accelerator)
     with pytest.raises(DecompValueError, match="boom"):
         raise_if_any_failed(DecompValueError("boom"), accelerator)
+
+
+@pytest.mark.parametrize("name, machines, processes", [("single_node_8gpu", 1, 8), ("two_nodes", 2, 16)])
+def test_accelerate_configs_parse(name, machines, processes):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "scripts" / "accelerate_configs" / f"{name}.yaml"))
+    assert (config.num_machines, config.num_processes, config.mixed_precision) == (machines, processes, "bf16")
+    assert config.distributed_type.value == "MULTI_GPU"
+
+
+def test_imagenet_launch_script_builds_resumable_commands(tmp_path):
+    done = tmp_path / "runs" / "resnet101"
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text("{}")
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path / "runs"), "PYTHON": sys.executable,
+           "CONFIG": "scripts/accelerate_configs/two_nodes.yaml", "MACHINE_RANK": "1"}
+    completed = subprocess.run(["bash", "scripts/imagenet_analyze.sh", "resnet50", "resnet101"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert lines[0].startswith("accelerate launch --config_file scripts/accelerate_configs/two_nodes.yaml "
+                               "--machine_rank 1 -m hf_decomp analyze --model timm:resnet50 "
+                               "--dataset ILSVRC/imagenet-1k --streaming")
+    assert "--k1 102 --k2 50" in lines[0]  # k1 = 0.05 * d, d = 2048 for resnet50
+    assert "--resume" in lines[0] and f"--out {tmp_path}/runs/resnet50" in lines[0]
+    assert lines[1] == f"skip resnet101: {tmp_path}/runs/resnet101/metrics.json exists"
+
+
+def test_ablation_noise_depends_only_on_the_sample():
+    from hf_decomp.evaluation import per_sample_noise
+
+    keys = torch.tensor([11, 2**62 + 5, 0, 11])
+    noise = per_sample_noise(keys, 6, seed=3)
+    assert torch.equal(noise[0], noise[3])  # same sample, same noise, wherever it sits
+    assert torch.equal(per_sample_noise(keys[1:2], 6, seed=3)[0], noise[1])  # independent of the batch
+    assert not torch.equal(per_sample_noise(keys, 6, seed=4), noise)  # the seed matters
+    large = per_sample_noise(torch.arange(2000), 500)
+    assert abs(float(large.mean())) < 0.01 and abs(float(large.std()) - 1.0) < 0.01  # N(0, 1)
+    assert abs(float((large**4).mean()) - 3.0) < 0.05  # Gaussian tails, not uniform

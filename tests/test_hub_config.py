@@ -59,6 +59,7 @@ def test_bare_config_and_transformers_backbone_dict():
     ({"index_sets": [[0, 0], [1], [2]]}, r"class 0 \('red'\): duplicate indices in \[0, 0\]"),
     ({"num_features": None}, r"num_features=None must be the positive feature width d"),
     ({"backbone_library": "keras"}, r"backbone_library='keras' is not one of timm, transformers"),
+    ({"head_kernel": "sparse"}, r"head_kernel='sparse' is not one of dense, embedding-bag"),
 ])
 def test_invalid_decompositions_are_rejected_with_the_class_and_index(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -29,8 +28,6 @@ from hf_decomp.hub import DecomposedForImageClassification, DecomposedHead, buil
 from hf_decomp.hub import save_decomposed_model
 from hf_decomp.hub.modeling_decomp import CifarResNetBackbone
 from hf_decomp.models import adapt_timm_model, adapt_transformers_model, load_classifier
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _randomize_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
@@ -80,8 +77,9 @@ def saved_timm(timm_adapter, tmp_path_factory):
     return model, folder
 
 
-def test_head_math_literal():
-    head = DecomposedHead(num_features=4, index_sets=[[0, 2], [3]])
+@pytest.mark.parametrize("kernel", ["dense", "embedding-bag"])
+def test_head_math_literal(kernel):
+    head = DecomposedHead(num_features=4, index_sets=[[0, 2], [3]], kernel=kernel)
     with torch.no_grad():
         head.kept_weight.copy_(torch.tensor([[1.0, 2.0], [5.0, 9.0]]))  # 9.0 sits in a padding slot
         head.bias.copy_(torch.tensor([0.5, -1.0]))
@@ -104,6 +102,26 @@ def test_from_classifier_equals_core_head_and_full_layer(timm_adapter):
         torch.testing.assert_close(full(x).logits, timm_adapter(x), rtol=1e-5, atol=1e-5)
     assert model.config.id2label == {0: "red", 1: "green", 2: "blue"}
     assert model.config.pretrained_cfg["num_classes"] == 3 and "url" not in model.config.pretrained_cfg
+
+
+def test_large_sparse_head_uses_the_kernel_analyze_uses(tmp_path):
+    """200 classes x 96 features, 3 kept each: hf-decomp evaluates with the embedding-bag kernel."""
+    torch.manual_seed(0)
+    backbone = timm.create_model("test_resnet", num_classes=200, pretrained=False).eval()
+    backbone.pretrained_cfg = {**backbone.pretrained_cfg, "input_size": (3, 32, 32)}  # small probes
+    adapter = adapt_timm_model(backbone)
+    sets = _sets(200, adapter.num_features, k=3)
+    indices = InfluentialIndices(sets, adapter.num_features, adapter.label_names)
+    model = build_decomposed_model(adapter, indices)
+    core = DecomposedLinear(adapter.weight.detach(), adapter.bias.detach(), sets)
+    assert model.config.head_kernel == core.kernel == "embedding-bag"
+    model.save_pretrained(tmp_path / "m")
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "m")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = core(adapter.forward_features(x))
+        assert torch.equal(model(x).logits, expected)
+        assert torch.equal(reloaded(x).logits, expected)
 
 
 def test_save_and_from_pretrained_give_identical_logits(saved_timm):
@@ -329,11 +347,11 @@ def test_export_cli_errors(tmp_path, capsys):
 @requires_shared("models", "cifar10-resnets")
 @requires_shared("data", "cifar10")
 def test_resnet20_round_trip_reproduces_analyze_accuracy_exactly(tmp_path):
-    result = analyze("cifar10_resnet20", None, k1=5, k2=5, limit=1000, eval_limit=300, out_dir=tmp_path / "run",
+    result = analyze("cifar10_resnet20", None, k1=5, k2=5, limit=500, eval_limit=200, out_dir=tmp_path / "run",
                      num_workers=0)
     assert main(["export", "--indices", str(tmp_path / "run"), "--out", str(tmp_path / "model")]) == 0
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "model")
-    split = load_image_split(None, "test", limit=300, seed=0)
+    split = load_image_split(None, "test", limit=200, seed=0)
     images = [decode_image(row[split.image_column]) for row in split.dataset]
     labels = torch.tensor(split.dataset[split.label_column])
     classifier = pipeline("image-classification", model=str(tmp_path / "model"))
@@ -341,7 +359,7 @@ def test_resnet20_round_trip_reproduces_analyze_accuracy_exactly(tmp_path):
     adapter = load_classifier("cifar10_resnet20")
     assert torch.equal(pixels, torch.stack([adapter.transform(im) for im in images]))
     with torch.no_grad():
-        predicted = torch.cat([model(batch).logits.argmax(-1) for batch in pixels.split(150)])
+        predicted = torch.cat([model(batch).logits.argmax(-1) for batch in pixels.split(100)])
     accuracy = 100.0 * (predicted == labels).sum().item() / len(labels)
     assert accuracy == result.metrics["decomposed_accuracy"]
     piped = [top[0]["label"] for top in classifier(images, top_k=1, batch_size=50)]

@@ -53,6 +53,7 @@ def test_card_metadata_and_model_index_hold_the_measured_values(tmp_path):
 def test_card_body_has_results_cost_class_table_snippet_and_citation():
     text = str(render_model_card(_config(), repo_id="alice/resnet-decomposed"))
     assert "| 91.73 | 88.72 | 0.9672 | 50.05 | 84.61 |" in text
+    assert "Noise columns" in text
     assert "24 multiply-adds for the full layer, 6 for the decomposed one (25.0% of the full layer)" in text
     assert "| green | 3 | 1 4 6 |" in text
     assert 'pipeline("image-classification", model="alice/resnet-decomposed", trust_remote_code=True)' in text
@@ -69,6 +70,7 @@ def test_missing_facts_fall_back_without_model_index():
     text = str(card)
     assert text.count("[More Information Needed]") >= 3
     assert "k1 = –, k2 = –" in text
+    assert "Noise columns" not in text and "| full accuracy (%)" not in text
     assert "path/to/this/folder" in text
 
 

@@ -30,12 +30,15 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
 RUN = dict(limit=192, eval_limit=96, batch_size=4, num_workers=0)
 
 
 def _summary(result) -> dict:
     m = result.metrics
-    return {"sets": result.indices.sets, "histogram": result.statistics.histogram(5).tolist(),
+    k1 = result.statistics.k1_values[0]
+    return {"sets": result.indices.sets, "histogram": result.statistics.histogram(k1).tolist(),
             "feature_sums": result.statistics.feature_sums.tolist(),
             "accuracies": (m["full_accuracy"], m["decomposed_accuracy"]), "noise": m["noise_ablation"],
             "eval_samples": m["evaluation"]["eval_samples"], "samples": m["statistics"]["samples"]}
@@ -150,3 +153,35 @@ def test_crash_in_evaluation_resumes_there(tmp_path, monkeypatch):
     monkeypatch.setattr(EvaluationAccumulator, "update", original)
     resumed = analyze(**settings, out_dir=tmp_path / "run", resume=True, checkpoint_every=2)
     assert _summary(resumed) == _summary(uninterrupted)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_crash_in_statistics_resumes_streaming_and_map_style(color_dataset, tmp_path, monkeypatch, caplog, streaming):
+    """A streamed split cannot seek: resuming reads and drops the batches the checkpoint already holds."""
+    from helpers_models import ColourNet
+    from hf_decomp.models import adapt_timm_model
+    from hf_decomp.statistics import ClassStatistics
+
+    adapter = adapt_timm_model(ColourNet(), name="colournet")
+    settings = dict(k1=2, k2=2, batch_size=5, num_workers=0, streaming=streaming)
+    uninterrupted = analyze(adapter, str(color_dataset), **settings)
+    original = ClassStatistics.update
+    calls = {"n": 0}
+
+    def crash_after_three(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClassStatistics, "update", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        analyze(adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", checkpoint_every=1)
+    monkeypatch.setattr(ClassStatistics, "update", original)
+    state = json.loads((default_checkpoint_dir(tmp_path / "run") / "statistics.rank000-of-001.json").read_text())
+    assert (state["position"], state["seen_images"], state["complete"]) == (3, 15, False)
+    with caplog.at_level(logging.INFO, logger="hf_decomp.analyze"):
+        resumed = analyze(adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", resume=True)
+    assert "resuming statistics from batch 3" in caplog.text
+    assert _summary(resumed) == _summary(uninterrupted)
+    assert resumed.metrics["statistics"]["samples"] == 24  # 15 from the checkpoint + 9 after it, none twice

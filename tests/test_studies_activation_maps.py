@@ -15,6 +15,7 @@ from hf_decomp.studies.activation_maps import (
     candidate_layers,
     class_activation_maps,
     feature_maps_function,
+    map_correlation,
     non_influential_channels,
     normalize_map,
     select_images,
@@ -89,9 +90,18 @@ def test_maps_of_a_white_image_match_the_weights(adapter):
 
 def test_non_influential_and_normalisation_helpers():
     assert non_influential_channels(torch.tensor([0.5, 3.0, 1.0, 2.0]), [1], 2) == [3, 2]
+    drawn = non_influential_channels(torch.zeros(50), [0, 1, 2], 5, "random", seed=3)
+    assert len(set(drawn)) == 5 and not set(drawn) & {0, 1, 2}
+    assert drawn == non_influential_channels(torch.zeros(50), [0, 1, 2], 5, "random", seed=3)
+    with pytest.raises(DecompValueError, match="'lowest' is not one of top-weight, random"):
+        non_influential_channels(torch.zeros(4), [0], 1, "lowest")
     up = normalize_map(torch.tensor([[0.0, 2.0], [4.0, 4.0]]), size=(4, 4))
     assert up.shape == (4, 4) and float(up.min()) == 0.0 and float(up.max()) == 1.0
     assert normalize_map(torch.full((2, 2), 3.0)).sum() == 0.0
+    ramp = torch.arange(4.0).reshape(2, 2)
+    assert map_correlation(ramp, 2 * ramp + 1) == pytest.approx(1.0)
+    assert map_correlation(ramp, -ramp) == pytest.approx(-1.0)
+    assert map_correlation(ramp, torch.ones(2, 2)) is None
 
 
 def test_study_grid_on_colour_images(adapter, color_dataset, tmp_path):
@@ -102,6 +112,11 @@ def test_study_grid_on_colour_images(adapter, color_dataset, tmp_path):
     assert [image["class"] for image in study.data["images"]] == ["top", "bottom"]
     assert [image["influential_channels"] for image in study.data["images"]] == [[0], [2]]
     assert [image["non_influential_channels"] for image in study.data["images"]] == [[1], [3]]
+    # a near-uniform image: per quadrant the CAM is (2, 1, 0, 0), the influential map (1, 0, 0, 0) and the
+    # non-influential map (0, 1, 0, 0): correlations 1.25 / sqrt(2.75 * 0.75) = 0.870 and 0.25 / 1.436 = 0.174
+    first = study.data["images"][0]
+    assert first["correlation_influential"] == pytest.approx(0.870, abs=0.02)
+    assert first["correlation_non_influential"] == pytest.approx(0.174, abs=0.02)
     with pytest.raises(DecompValueError, match="2 is outside the model's 2 classes"):
         activation_map_study(adapter, split, [[0], [2]], tmp_path, selection="hand-set", classes=[2])
 

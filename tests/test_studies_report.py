@@ -44,6 +44,7 @@ def test_run_report_collects_every_feature_study(tmp_path):
         assert f"## {section}" in text
     for figure in ("rho_vs_depth.png", "histograms.png", "sweep.png", "overlap.png"):
         assert f"]({figure})" in text and (folder / figure).is_file()
+    assert "## Timings" in text and "| features:cifar10_resnet32 |" in text
     saved = json.loads((folder / "report.json").read_text())
     assert set(saved["studies"]) == {"depth", "noise", "histograms", "sweep", "overlap", "csg"}
     assert saved["timings_seconds"]["total"] >= 0

@@ -14,6 +14,7 @@ import json
 import pytest
 import torch
 
+from conftest import requires_shared
 from hf_decomp.errors import DecompValueError
 from hf_decomp.studies.common import ModelFeatures
 from hf_decomp.studies.depth import depth_row, depth_study, model_depth, model_family, resolve_k
@@ -118,3 +119,20 @@ def test_noise_ablation_known_columns():
     assert result["non_influential_to_noise_accuracy"] == 100.0
     # only noise is left: about chance (binomial sd 2.5 % at n = 400)
     assert 35.0 < result["influential_to_noise_accuracy"] < 65.0
+
+
+@pytest.mark.slow
+@requires_shared("models", "cifar10-resnets")
+def test_real_resnet20_sweep_and_label_free_selection_on_a_subset():
+    from hf_decomp.selection import label_free_scores, top_k_per_class
+    from hf_decomp.studies.common import evaluate_sets, load_model_features
+
+    mf = load_model_features("cifar10_resnet20", limit=1000, eval_limit=500, num_workers=0)
+    result = sweep_grid(mf, [1, 5], [1, 5, 32])
+    rho = dict(zip(result["k2_values"], zip(*result["rho"])))
+    # keeping half the features per class loses almost nothing; one feature per class loses a lot
+    assert min(rho[32]) > 0.95 and max(rho[1]) < 0.8, rho
+    stats = gather_class_statistics(mf, [5])
+    algorithm1 = evaluate_sets(mf, top_k_per_class(stats.histogram(5), 5))
+    label_free = evaluate_sets(mf, top_k_per_class(label_free_scores(mf.weight, mf.train_features.mean(0)), 5))
+    assert abs(label_free["decomposed_accuracy"] - algorithm1["decomposed_accuracy"]) < 3.0, (label_free, algorithm1)

@@ -23,8 +23,12 @@ def register(subparsers) -> None:
     selection.add_argument("--coverage", type=float, default=None,
                            help="instead of --k2: per class, keep the fewest features holding this percent "
                                 "of the histogram mass (e.g. 50)")
-    selection.add_argument("--method", default="histogram", choices=("histogram", "label-free"),
-                           help="histogram = Algorithm 1; label-free = W_cj * mean(x_j)")
+    selection.add_argument("--method", default="histogram", choices=("histogram", "contribution", "label-free"),
+                           help="histogram = Algorithm 1; contribution = W_cj * (mean_c(x_j) - mean(x_j)); "
+                                "label-free = W_cj * mean(x_j)")
+    selection.add_argument("--bias-correction", action="store_true",
+                           help="also report the head with b_c += sum of dropped W_cj * mean(x_j) (one more "
+                                "evaluation pass; the headline numbers stay uncorrected)")
     add_output_arguments(parser, "runs/analyze")
     add_run_arguments(parser)
     parser.set_defaults(func=run)
@@ -42,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         coverage = args.coverage / 100.0
     result = analyze(
         args.model, args.dataset, k1=args.k1, k2=None if coverage is not None else args.k2, coverage=coverage,
-        method=args.method, stats_split=args.stats_split, eval_split=args.eval_split, out_dir=args.out,
+        method=args.method, bias_correction=args.bias_correction, stats_split=args.stats_split, eval_split=args.eval_split, out_dir=args.out,
         overwrite=args.overwrite, limit=args.limit, eval_limit=args.eval_limit, streaming=args.streaming,
         image_column=args.image_column, label_column=args.label_column, checkpoint=args.checkpoint,
         batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
@@ -59,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"decomposed accuracy  {m['decomposed_accuracy']:.2f} %   rho = {m['rho']:.4f}")
     print(f"noise ablation       influential->noise {noise['influential_to_noise_accuracy']:.2f} %, "
           f"non-influential->noise {noise['non_influential_to_noise_accuracy']:.2f} %")
+    if "bias_corrected" in m:
+        print(f"+ bias correction    {m['bias_corrected']['decomposed_accuracy']:.2f} %   "
+              f"rho = {m['bias_corrected']['rho']:.4f}")
     print(f"final-layer MACs     {m['multiply_adds']['full']} -> {m['multiply_adds']['decomposed']}")
     for warning in result.warnings:
         print(f"warning: {warning}")

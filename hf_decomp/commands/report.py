@@ -60,6 +60,8 @@ def register(subparsers) -> None:
     report.add_argument("--sweep-k1", type=_int_list, default=_int_list(PAPER_GRID))
     report.add_argument("--sweep-k2", type=_int_list, default=_int_list(PAPER_GRID))
     report.add_argument("--csg-epochs", type=int, default=5)
+    report.add_argument("--non-influential", default="top-weight", choices=("top-weight", "random"),
+                        help="activation maps: non-influential channels shown (largest W_cj outside the set, or random)")
     report.add_argument("--imagenet-dataset", default=None, help="ImageNet sample images (default: shared/data/imagenet-samples)")
     report.set_defaults(func=run_report_command)
 
@@ -101,6 +103,8 @@ def register(subparsers) -> None:
     maps.add_argument("--selection", default="histogram", choices=("histogram", "label-free"),
                       help="histogram = Algorithm 1 from labelled statistics; label-free = W_cj * mean_j over the "
                            "images of --split (for datasets with too few labelled images, e.g. one per class)")
+    maps.add_argument("--non-influential", default="top-weight", choices=("top-weight", "random"),
+                      help="channels of the third column: the largest W_cj outside the set, or a seeded random draw")
     maps.set_defaults(func=run_activation_maps)
 
 
@@ -114,7 +118,8 @@ def run_report_command(args: argparse.Namespace) -> int:
         models=args.models, dataset=args.dataset, k1=args.k1, k2=args.k2, sweep_k1=args.sweep_k1 or [args.k1],
         sweep_k2=args.sweep_k2 or [args.k2], csg_epochs=args.csg_epochs, studies=studies,
         imagenet_dataset=args.imagenet_dataset, limit=args.limit, eval_limit=args.eval_limit, seed=args.seed,
-        cache_dir=args.cache_dir, num_workers=args.num_workers)
+        cache_dir=args.cache_dir, num_workers=args.num_workers,
+        activation_non_influential=getattr(args, "non_influential", "top-weight"))
     report = run_report(settings, args.out, overwrite=args.overwrite)
     for name, data in report["studies"].items():
         if name == "depth":
@@ -209,7 +214,8 @@ def run_activation_maps(args: argparse.Namespace) -> int:
     with staged_output_dir(args.out, args.overwrite) as staging:
         result = dataset_activation_study(mf, args.dataset, staging, k=args.k2, selection=args.selection,
                                           num_images=args.num_images, classes=args.classes, split=args.split,
-                                          layer=args.layer, seed=args.seed, filename="activation_maps.png")
+                                          layer=args.layer, seed=args.seed, filename="activation_maps.png",
+                                          non_influential=args.non_influential)
         write_report([result], staging, settings, title=f"hf-decomp activation maps: {mf.name}")
     print(f"grid in {args.out}/activation_maps.png")
     return 0

@@ -31,6 +31,8 @@ class ImageSplit:
         image_column / label_column: the columns used (label_column is None for unlabeled data).
         label_names: class names when the label column is a ``ClassLabel``, else None.
         streaming: whether ``dataset`` is an ``IterableDataset``.
+        subset: whether ``dataset`` is a ``limit`` subset (a streamed one must be split between
+            processes example by example: whole shards would each take their own subset).
     """
 
     dataset: datasets.Dataset | datasets.IterableDataset
@@ -40,6 +42,7 @@ class ImageSplit:
     label_column: str | None
     label_names: list[str] | None
     streaming: bool
+    subset: bool = False
 
     @property
     def num_rows(self) -> int | None:
@@ -140,6 +143,11 @@ def load_image_split(
             raise DecompValueError(
                 f"Dataset {name!r} has no split {split!r}; available splits: {split_names(name)}."
             ) from e
+        if "corresponds to no data" in str(e):  # datasets' way of saying the split has no rows
+            raise DecompValueError(
+                f"Dataset {name!r} split {split!r} is empty (0 rows); available splits: {split_names(name)}. "
+                f"Choose a split with data."
+            ) from e
         raise
     except (FileNotFoundError, ConnectionError, OSError) as e:
         raise DecompFileError(
@@ -176,4 +184,4 @@ def load_image_split(
         else:
             dataset = dataset.shuffle(seed=seed).select(range(min(limit, len(dataset))))
     return ImageSplit(dataset=dataset, name=name, split=split, image_column=image_col, label_column=label_col,
-                      label_names=label_names, streaming=streaming)
+                      label_names=label_names, streaming=streaming, subset=limit is not None)

@@ -12,6 +12,7 @@ from transformers import PretrainedConfig
 __all__ = ["DecompConfig"]
 
 BACKBONE_LIBRARIES = ("timm", "transformers")
+HEAD_KERNELS = ("dense", "embedding-bag")
 
 
 class DecompConfig(PretrainedConfig):
@@ -49,6 +50,10 @@ class DecompConfig(PretrainedConfig):
             the dataset the statistics were gathered on.
         metrics (`dict`, *optional*):
             measured when the model was built: `full_accuracy`, `decomposed_accuracy`, `rho`, ...
+        head_kernel (`str`, *optional*, defaults to `"dense"`):
+            how the head computes its logits: `"dense"` (one matmul with the masked weight) or
+            `"embedding-bag"` (sums only the kept features; faster for large sparse heads). The
+            exporter picks the kernel hf-decomp's evaluation used, so reloaded logits match it bit for bit.
 
     Example:
         ```python
@@ -77,6 +82,7 @@ class DecompConfig(PretrainedConfig):
         base_model: str | None = None,
         dataset: str | None = None,
         metrics: dict | None = None,
+        head_kernel: str = "dense",
         **kwargs,
     ):
         if kwargs.get("id2label") is not None and kwargs.get("label2id") is None:
@@ -95,6 +101,7 @@ class DecompConfig(PretrainedConfig):
         self.base_model = base_model
         self.dataset = dataset
         self.metrics = metrics or {}
+        self.head_kernel = head_kernel
         if backbone_library == "timm":
             # Lets AutoImageProcessor / pipeline build timm's own eval transform from this config.json.
             kwargs.setdefault("image_processor_type", "TimmWrapperImageProcessor")
@@ -115,6 +122,8 @@ class DecompConfig(PretrainedConfig):
             raise ValueError(
                 f"backbone_library={self.backbone_library!r} is not one of {', '.join(BACKBONE_LIBRARIES)}"
             )
+        if self.head_kernel not in HEAD_KERNELS:
+            raise ValueError(f"head_kernel={self.head_kernel!r} is not one of {', '.join(HEAD_KERNELS)}")
         if self.index_sets is None:
             return  # a bare config (e.g. AutoConfig.for_model) describes no decomposition yet
         if self.num_features is None or int(self.num_features) < 1:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import DecompFileError, DecompValueError
+from ..fast_head import choose_kernel
 from ..indices import INDICES_JSON, InfluentialIndices
 from ..io_utils import staged_output_dir
 from .model_card import card_is_generated, public_name, write_model_card
@@ -59,12 +60,13 @@ def build_decomposed_model(adapter, indices: InfluentialIndices, metrics: dict |
             f"model the indices were computed for (--model)."
         )
     meta = indices.metadata
+    kernel = choose_kernel(indices.num_classes, indices.num_features, max(len(s) for s in indices.sets))
     try:
         # Local paths (where the model or data sat on this machine) are not published in config.json.
         return DecomposedForImageClassification.from_classifier(
             adapter, indices, dataset=public_name(meta.get("dataset")),
             base_model=public_name(meta.get("base_model") or adapter.name),
-            metrics=summarize_metrics(meta, metrics),
+            metrics=summarize_metrics(meta, metrics), head_kernel=kernel,
         )
     except ValueError as e:
         raise DecompValueError(str(e)) from e

@@ -183,6 +183,7 @@ def render_model_card(
         num_features=d,
         num_classes=num_classes,
         results_table=results_table,
+        has_noise=bool(metrics.get("noise_ablation")),
         macs_full=d * num_classes,
         macs_decomposed=macs,
         macs_ratio=f"{macs / (d * num_classes):.1%} of the full layer",

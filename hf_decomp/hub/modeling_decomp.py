@@ -64,9 +64,10 @@ class DecomposedHead(nn.Module):
     (C,), buffers ``indices`` (C, kmax) and ``valid`` (C, kmax) marking real (not padding) slots.
     """
 
-    def __init__(self, num_features: int, index_sets: list[list[int]]):
+    def __init__(self, num_features: int, index_sets: list[list[int]], kernel: str = "dense"):
         super().__init__()
         self.num_features = int(num_features)
+        self.kernel = kernel
         indices, valid = _pad_index_sets(index_sets)
         self.register_buffer("indices", indices)
         self.register_buffer("valid", valid)
@@ -88,8 +89,14 @@ class DecomposedHead(nn.Module):
         return features[:, self.indices] * (self.kept_weight * self.valid)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        # One dense matmul with a masked weight: the same numbers hf_decomp's evaluation computes.
-        return F.linear(features, self.dense_weight(), self.bias)
+        # The two kernels of hf_decomp.fast_head, so logits match hf-decomp's evaluation bit for bit.
+        if self.kernel == "dense":  # one matmul with the masked (C, d) weight
+            return F.linear(features, self.dense_weight(), self.bias)
+        # embedding-bag: bag c sums rows I_c of x^T (d, B) weighted by W_c[I_c]; no (B, C, k) tensor.
+        table = features.t().contiguous()
+        weights = (self.kept_weight * self.valid).to(table.dtype)
+        summed = F.embedding_bag(self.indices, table, per_sample_weights=weights, mode="sum")
+        return (summed + self.bias.to(summed.dtype)[:, None]).t()
 
     def index_sets(self) -> list[list[int]]:
         return [row[ok].tolist() for row, ok in zip(self.indices.cpu(), self.valid.cpu())]
@@ -233,7 +240,7 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
             self.backbone = _create_timm_backbone(config)
         else:
             self.backbone = _create_transformers_backbone(config)
-        self.head = DecomposedHead(config.num_features, config.index_sets)
+        self.head = DecomposedHead(config.num_features, config.index_sets, kernel=config.head_kernel)
         self.post_init()
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import pickle
 from pathlib import Path
 
 import timm
@@ -136,7 +137,13 @@ def _create_timm_model(name: str, model_id: str, checkpoint, pretrained: bool) -
 def _timm_from_checkpoint(arch: str, checkpoint: Path) -> nn.Module:
     if not checkpoint.is_file():
         raise DecompFileError(f"Checkpoint {str(checkpoint)!r} does not exist.")
-    state_dict = timm.models.load_state_dict(str(checkpoint), weights_only=True)
+    try:
+        state_dict = timm.models.load_state_dict(str(checkpoint), weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, ValueError) as e:
+        raise DecompValueError(
+            f"Could not read checkpoint {checkpoint} safely ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"Only tensors are loaded (weights_only=True); re-save it as a plain state dict or safetensors."
+        ) from e
     classifier_key = timm.models.get_pretrained_cfg_value(arch.split(".")[0], "classifier") or "fc"
     weight = state_dict.get(f"{classifier_key}.weight")
     kwargs = {"num_classes": weight.shape[0]} if weight is not None else {}

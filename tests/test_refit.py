@@ -1,0 +1,206 @@
+"""Bias correction, head refit, pruning and the `hf-decomp refit` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import requires_shared
+
+from hf_decomp.bias_correction import bias_corrected_head, corrected_bias
+from hf_decomp.errors import DecompValueError
+from hf_decomp.head import DecomposedLinear
+from hf_decomp.refit import (
+    check_labelled,
+    decompose_head,
+    prune_and_refit,
+    pruning_schedule,
+    refit_head,
+    refit_head_streaming,
+)
+
+
+def _toy_data(n_per_class: int = 60, seed: int = 0, signal: float = 1.0):
+    """3 classes; class c raises features c and c + 3; features 6, 7 are noise with a large mean."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(3).repeat(n_per_class)
+    features = torch.rand(3 * n_per_class, 8, generator=generator)
+    features[:, 6:] += 5.0
+    rows = torch.arange(labels.numel())
+    features[rows, labels] += signal
+    features[rows, labels + 3] += 0.8 * signal
+    return features, labels
+
+
+def test_corrected_bias_literal():
+    weight = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[True, False, False], [False, True, True]])
+    mean = torch.tensor([1.0, 2.0, 3.0])
+    # class 0: 0.5 + 2*2 + 3*3 ; class 1: -1 + 4*1
+    assert corrected_bias(weight, torch.tensor([0.5, -1.0]), mask, mean).tolist() == [13.5, 3.0]
+
+
+def test_bias_correction_matches_the_full_layer_on_average():
+    features, _ = _toy_data()
+    generator = torch.Generator().manual_seed(1)
+    weight, bias = torch.randn(3, 8, generator=generator), torch.randn(3, generator=generator)
+    head = DecomposedLinear(weight, bias, [[0], [1, 4], [2, 5, 7]])
+    corrected = bias_corrected_head(head, weight, features.double().mean(0).float())
+    full = features @ weight.T + bias
+    with torch.no_grad():
+        torch.testing.assert_close(corrected(features).mean(0), full.mean(0), atol=1e-4, rtol=0)
+        assert (head(features).mean(0) - full.mean(0)).abs().max() > 1.0  # uncorrected is shifted
+    assert corrected.index_sets() == head.index_sets()
+    torch.testing.assert_close(corrected.kept_weight, head.kept_weight)
+
+
+def test_refit_reaches_the_optimum_and_leaves_padding_and_input_alone():
+    features, labels = _toy_data(signal=0.3)  # overlapping classes: the optimum is finite
+    head = DecomposedLinear(torch.zeros(3, 8), None, [[0, 3], [1], [2, 5, 6]])
+    refit = refit_head(head, features, labels)
+    assert head.kept_weight.abs().sum() == 0  # input unchanged
+    assert refit.kept_weight[~refit.valid].abs().sum() == 0  # padding slot of class 1 stays zero
+    # at the optimum of this convex problem the gradient vanishes
+    refit.zero_grad()
+    F.cross_entropy(refit(features), labels).backward()
+    assert refit.kept_weight.grad.abs().max() < 1e-3 and refit.bias.grad.abs().max() < 1e-3
+    with torch.no_grad():
+        loss_lbfgs = float(F.cross_entropy(refit(features), labels))
+        assert loss_lbfgs < 0.9 * float(F.cross_entropy(head(features), labels))
+        assert float((refit(features).argmax(1) == labels).float().mean()) > 0.6
+    adam = refit_head(head, features, labels, optimizer="adam", epochs=300, lr=0.1, batch_size=180)
+    with torch.no_grad():
+        assert float(F.cross_entropy(adam(features), labels)) == pytest.approx(loss_lbfgs, abs=0.01)
+
+
+def test_streaming_refit_lowers_the_loss():
+    features, labels = _toy_data()
+    head = DecomposedLinear(torch.zeros(3, 8), None, [[0, 3], [1, 4], [2, 5]])
+    refit = refit_head_streaming(head, lambda: zip(features.split(32), labels.split(32)), epochs=20, lr=0.05)
+    with torch.no_grad():
+        assert float(F.cross_entropy(refit(features), labels)) < 0.5 * float(F.cross_entropy(head(features), labels))
+
+
+def test_unlabelled_or_wrong_labels_are_refused():
+    with pytest.raises(DecompValueError, match="labelled training split"):
+        check_labelled(torch.tensor([0, -1, 2]), 3)
+    with pytest.raises(DecompValueError, match="labelled training split"):
+        check_labelled(None, 3)
+    with pytest.raises(DecompValueError, match=r"labels go up to 5"):
+        check_labelled(torch.tensor([0, 5]), 3)
+    features, labels = _toy_data(4)
+    head = DecomposedLinear(torch.zeros(3, 8), None, [[0], [1], [2]])
+    with pytest.raises(DecompValueError, match="no label"):
+        refit_head(head, features, torch.full_like(labels, -1))
+
+
+def test_pruning_schedule_and_pruning_finds_the_informative_sets():
+    assert pruning_schedule(64, 5) == [32, 16, 8, 5]
+    assert pruning_schedule(64, 5, keep=0.75) == [48, 36, 27, 20, 15, 11, 8, 6, 5]
+    assert pruning_schedule(3, 3) == [3]
+    features, labels = _toy_data()
+    weight = torch.ones(3, 8) * 0.1  # uninformative start: pruning must find the sets from the data
+    head = prune_and_refit(weight, torch.zeros(3), features, labels, 2)
+    assert [sorted(s) for s in head.index_sets()] == [[0, 3], [1, 4], [2, 5]]
+    with pytest.raises(DecompValueError, match="strictly decreasing"):
+        prune_and_refit(weight, None, features, labels, 2, schedule=[4, 5, 2])
+
+
+def test_decompose_head_methods_and_bad_input():
+    features, labels = _toy_data()
+    generator = torch.Generator().manual_seed(2)
+    # class c reads features c and c + 3; every class also has small weights on the noise features 6, 7
+    weight = torch.cat([torch.eye(3), torch.eye(3), torch.tensor([[0.3, 0.2]] * 3)], 1)
+    weight = weight + 0.01 * torch.randn(3, 8, generator=generator)
+    for method in ("contribution", "histogram", "label-free"):
+        head = decompose_head(weight, None, features, labels, method=method, k=2, k1=2)
+        assert head.multiply_adds == 6
+    # contribution ignores the constant noise features 6, 7 that label-free is drawn to
+    contribution = decompose_head(weight, None, features, labels, method="contribution", k=2, refit=False)
+    assert [sorted(s) for s in contribution.index_sets()] == [[0, 3], [1, 4], [2, 5]]
+    label_free = decompose_head(weight, None, features, None, method="label-free", k=1, refit=False,
+                                bias_correction=False)
+    assert label_free.index_sets() == [[6], [6], [6]]
+    with pytest.raises(DecompValueError, match="known methods: histogram, contribution, label-free"):
+        decompose_head(weight, None, features, labels, method="lasso", k=2)
+    dead = features.clone()
+    dead[:, 4:] = 0.0
+    with pytest.raises(DecompValueError, match="k=5 is larger than the 4 features with a non-zero mean"):
+        decompose_head(weight, None, dead, labels, method="contribution", k=5)
+    with pytest.raises(DecompValueError, match="labelled"):
+        decompose_head(weight, None, features, None, method="contribution", k=2)
+
+
+@pytest.fixture
+def tiny_timm(tmp_path):
+    from helpers_models import save_tiny_timm_model
+
+    return save_tiny_timm_model(tmp_path / "timm")
+
+
+def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_dataset, tiny_timm, capsys):
+    from hf_decomp.cli import main
+
+    cache = tmp_path / "cache"
+    common = ["--dataset", str(color_dataset), "--cache-dir", str(cache), "--num-workers", "0", "--k", "2"]
+    assert main(["refit", "--model", str(tiny_timm), "--method", "contribution", "--out", str(tmp_path / "r"),
+                 *common]) == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["k"] == 2 and metrics["multiply_adds"]["decomposed"] == 6
+    assert (tmp_path / "r" / "head.safetensors").is_file() and (cache / "train" / "meta.json").is_file()
+    assert 0.0 <= metrics["decomposed_accuracy"] <= 100.0
+    # same cache folder, another model: refused by its metadata, exit code 2
+    from helpers_models import save_tiny_timm_model
+
+    other = save_tiny_timm_model(tmp_path / "other", num_classes=3, input_size=16)
+    assert main(["refit", "--model", str(other), "--method", "contribution", "--out", str(tmp_path / "r2"),
+                 *common]) == 2
+    assert "was made for other inputs" in capsys.readouterr().err
+    assert main(["refit", "--model", str(tiny_timm), "--method", "magic", "--out", str(tmp_path / "r3"),
+                 *common]) == 2
+    assert "known methods: histogram, contribution" in capsys.readouterr().err
+
+
+def test_analyze_reports_bias_corrected_numbers_beside_the_paper_ones(color_dataset):
+    from helpers_models import ColourNet
+
+    from hf_decomp.analyze import analyze
+    from hf_decomp.models import adapt_timm_model
+
+    adapter = adapt_timm_model(ColourNet(), name="colournet")
+    result = analyze(adapter, str(color_dataset), k1=1, k2=1, method="contribution", bias_correction=True,
+                     num_workers=0)
+    # contribution keeps each colour's full-strength feature c (not its half copy c + 3)
+    assert result.indices.sets == [[0], [1], [2]]
+    corrected = result.metrics["bias_corrected"]
+    mean = result.statistics.overall_mean()
+    # ColourNet's bias is 0 and W = [I I]: the corrected bias of class c is mean(x_{c+3})
+    assert corrected["bias"] == pytest.approx(mean[3:].tolist(), abs=1e-5)
+    assert corrected["decomposed_accuracy"] == 100.0 and result.metrics["decomposed_accuracy"] == 100.0
+
+
+@pytest.mark.slow
+@requires_shared("models", "cifar10-resnets", "resnet20-12fca82f.th")
+def test_resnet20_refit_recovers_accuracy_on_a_subset():
+    from hf_decomp.data import load_image_split
+    from hf_decomp.feature_cache import cached_features
+    from hf_decomp.models import load_classifier
+
+    adapter = load_classifier("cifar10_resnet20")
+    train_x, train_y = cached_features(adapter, load_image_split(None, "train", limit=1500), num_workers=0)
+    test_x, test_y = cached_features(adapter, load_image_split(None, "test", limit=500), num_workers=0)
+    weight, bias = adapter.weight.detach(), adapter.bias.detach()
+
+    def accuracy(logits):
+        return 100.0 * float((logits.argmax(1) == test_y).float().mean())
+
+    full = accuracy(test_x @ weight.T + bias)
+    with torch.no_grad():
+        plain = accuracy(decompose_head(weight, bias, train_x, train_y, method="histogram", k=5,
+                                        bias_correction=False, refit=False)(test_x))
+        refit = accuracy(decompose_head(weight, bias, train_x, train_y, method="contribution", k=5)(test_x))
+    assert full > 88.0
+    assert refit >= plain - 1.0 and refit > 85.0  # 5 of 64 features per class keep most of the accuracy
