@@ -112,6 +112,21 @@ def _restore(checkpoint: PassCheckpoint | None, feature_pass: FeaturePass, tenso
     return bool(state["complete"])
 
 
+def _resumable_pass(feature_pass: FeaturePass, checkpoint: PassCheckpoint | None, accumulate, tensors: dict,
+                    split: ImageSplit, accelerator) -> dict:
+    """Restore, run and checkpoint one pass, then sum ``tensors`` over processes (all fail together)."""
+    error = None
+    try:
+        complete = _restore(checkpoint, feature_pass, tensors)
+    except Exception as e:  # noqa: BLE001 - re-raised by raise_if_any_failed on every process
+        error, complete = e, True
+    if not complete:
+        error = _run_pass(feature_pass, checkpoint, accumulate, tensors)
+    raise_if_any_failed(error, accelerator)
+    reduce_sum_(tensors, accelerator)  # the tensors are sums: add the processes' shares
+    return _finish_pass(feature_pass, split, accelerator, int(tensors["nonfinite_samples"]))
+
+
 def _finish_pass(feature_pass: FeaturePass, split: ImageSplit, accelerator, nonfinite: int) -> dict:
     """Counters summed over processes, after checking each row was read exactly once."""
     totals = {name: reduce_count(value, accelerator) for name, value in _pass_counters(feature_pass).items()}
@@ -144,16 +159,7 @@ def gather_statistics(
         _check_labels(labels, adapter.num_classes, split)
         stats.update(features, labels)
 
-    error = None
-    try:
-        complete = _restore(checkpoint, feature_pass, tensors)
-    except Exception as e:  # noqa: BLE001
-        error, complete = e, True
-    if not complete:
-        error = _run_pass(feature_pass, checkpoint, accumulate, tensors)
-    raise_if_any_failed(error, accelerator)
-    reduce_sum_(tensors, accelerator)  # statistics are sums: add the processes' shares
-    info = _finish_pass(feature_pass, split, accelerator, int(stats.nonfinite_samples))
+    info = _resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
     return stats.to("cpu"), info
 
 
@@ -182,16 +188,7 @@ def evaluate_decomposition(
         _check_labels(labels, adapter.num_classes, split)
         evaluator.update(features, labels, keys)
 
-    error = None
-    try:
-        complete = _restore(checkpoint, feature_pass, tensors)
-    except Exception as e:  # noqa: BLE001
-        error, complete = e, True
-    if not complete:
-        error = _run_pass(feature_pass, checkpoint, accumulate, tensors)
-    raise_if_any_failed(error, accelerator)
-    reduce_sum_(tensors, accelerator)
-    info = _finish_pass(feature_pass, split, accelerator, int(evaluator.nonfinite_samples))
+    info = _resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
     result = evaluator.result(adapter.label_names)
     result["skipped_images"] = info["skipped_images"]
     result["resized_images"] = info["resized_images"]
