@@ -24,8 +24,12 @@ from hf_decomp.head import DecomposedLinear, gather_decomposed_logits
 SHAPES = ((10, 64, 5, 256), (1000, 2048, 50, 256), (21843, 2048, 50, 64))
 
 
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):  # warm-up: allocator, thread pool, caches
+def median_ms(fn, repeats: int, warmup_s: float = 0.5) -> float:
+    # Warm up for a fixed time, not a fixed count: after the previous kernel, BLAS and OpenMP worker
+    # threads keep spinning for a while and would steal the cores from whichever kernel runs next.
+    deadline = time.perf_counter() + warmup_s
+    fn()
+    while time.perf_counter() < deadline:
         fn()
     times = []
     for _ in range(repeats):

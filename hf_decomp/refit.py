@@ -37,7 +37,7 @@ def check_labelled(labels: torch.Tensor | None, num_classes: int, what: str = "r
     """Refuse unlabelled data (labels None, empty or -1) and labels outside [0, C)."""
     if labels is None or labels.numel() == 0:
         raise DecompValueError(f"{what} needs a labelled training split, but no labelled samples were given. "
-                               f"Pass --stats-split/--train-split naming a split with a label column.")
+                               f"Pass --stats-split naming a split with a label column (or set --label-column).")
     if bool((labels < 0).any()):
         missing = int((labels < 0).sum())
         raise DecompValueError(f"{what} needs a labelled training split, but {missing} of {labels.numel()} samples "

@@ -162,6 +162,13 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     assert main(["refit", "--model", str(tiny_timm), "--method", "magic", "--out", str(tmp_path / "r3"),
                  *common]) == 2
     assert "known methods: histogram, contribution" in capsys.readouterr().err
+    # a folder that is not a feature cache is never cleared
+    (tmp_path / "mine" / "train").mkdir(parents=True)
+    (tmp_path / "mine" / "train" / "notes.txt").write_text("keep me")
+    assert main(["refit", "--model", str(tiny_timm), "--out", str(tmp_path / "r4"), *common[:2],
+                 "--cache-dir", str(tmp_path / "mine"), "--num-workers", "0"]) == 2
+    assert "not an hf-decomp feature cache" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "train" / "notes.txt").read_text() == "keep me"
 
 
 def test_analyze_reports_bias_corrected_numbers_beside_the_paper_ones(color_dataset):

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     _add_selection_arguments(finetune, "pruning")
     group = finetune.add_argument_group("fine-tuning")
     group.add_argument("--epochs", type=float, default=1.0, help="epochs (fractions allowed)")
-    group.add_argument("--lr", type=float, default=0.005, help="peak learning rate (SGD, Nesterov)")
+    group.add_argument("--lr", type=float, default=0.01, help="peak learning rate (SGD, Nesterov)")
     group.add_argument("--weight-decay", type=float, default=1e-4)
     group.add_argument("--train-batch-size", type=int, default=128)
     group.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
@@ -68,6 +68,13 @@ def _cached(adapter, split, cache_dir, args):
     from ..feature_cache import cached_features
 
     directory = None if cache_dir is None else Path(cache_dir) / split.split
+    if directory is not None and directory.is_dir() and any(directory.iterdir()) \
+            and not (directory / "meta.json").is_file():
+        from ..errors import DecompValueError
+
+        # FeatureCache.write clears its folder: never do that to a folder that is not a feature cache
+        raise DecompValueError(f"--cache-dir: {directory} holds files but is not an hf-decomp feature cache "
+                               f"(no meta.json). Choose an empty or new folder.")
     return cached_features(adapter, split, directory=directory, batch_size=args.batch_size,
                            num_workers=args.num_workers)
 
