@@ -73,3 +73,12 @@ def color_dataset(tmp_path) -> Path:
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core CI machine spinning OpenMP threads cost more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,13 +23,7 @@ from hf_decomp.resume import CheckpointConfig, default_checkpoint_dir
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core CI machine spinning OpenMP threads cost more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 RUN = dict(limit=192, eval_limit=96, batch_size=4, num_workers=0)
