@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,7 +246,14 @@ def finetune(
 
 
 def _save(accelerator, model, directory: Path) -> None:
+    """``save_pretrained`` through a staging folder: a kill mid-save never leaves half-written files."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         directory.mkdir(parents=True, exist_ok=True)
-        accelerator.unwrap_model(model).save_pretrained(directory, safe_serialization=True)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".saving-"))
+        try:
+            accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
+            for path in staging.iterdir():
+                os.replace(path, directory / path.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
