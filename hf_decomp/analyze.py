@@ -167,8 +167,11 @@ def evaluate_decomposition(
     adapter: ClassifierAdapter, head: DecomposedLinear, split: ImageSplit, accelerator=None,
     batch_size: int = 256, num_workers: int | None = None, seed: int = 0,
     checkpoints: CheckpointConfig | None = None, run_key: dict | None = None, channels_last: bool = False,
+    extra_heads: dict[str, DecomposedLinear] | None = None,
 ) -> dict:
     """One pass over ``split``: full and decomposed accuracy, per class, and the noise ablation.
+
+    ``extra_heads`` (name -> head) are scored on the same features, reported under ``extra_heads``.
 
     The ablation noise of each sample is seeded by ``seed`` and the sample's content, so the numbers
     do not depend on the number of processes, the batch size or a resume.
@@ -176,10 +179,13 @@ def evaluate_decomposition(
     accelerator = accelerator or make_accelerator()
     device = accelerator.device
     evaluator = EvaluationAccumulator(adapter.weight.float().to(device), adapter.bias.float().to(device),
-                                      head.to(device), seed=seed)
+                                      head.to(device), seed=seed,
+                                      extra_heads={k: h.to(device) for k, h in (extra_heads or {}).items()})
     feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"evaluation [{split.split}]",
                                with_keys=True, channels_last=channels_last)
     sets_key = key_digest({"indices": head.indices.tolist(), "valid": head.valid.tolist()})
+    if extra_heads:  # their counters are part of the checkpoint
+        run_key = {**(run_key or {}), "extra_heads": sorted(extra_heads)}
     checkpoint = _pass_checkpoint(checkpoints, "evaluation", adapter, split, accelerator, batch_size, num_workers,
                                   {"seed": seed, "head": sets_key, **(run_key or {})})
     tensors = evaluator.state_dict()
@@ -193,6 +199,8 @@ def evaluate_decomposition(
     result["skipped_images"] = info["skipped_images"]
     result["resized_images"] = info["resized_images"]
     head.to("cpu")
+    for extra in (extra_heads or {}).values():
+        extra.to("cpu")
     return result
 
 
@@ -245,7 +253,7 @@ def analyze(
         coverage: instead of k2, keep per class the fewest features covering this fraction of votes.
         method: ``histogram`` (Algorithm 1), ``contribution`` (W_cj (mean_c(x_j) - mean(x_j))) or ``label-free``.
         bias_correction: also evaluate the head with b_c += sum_{j not in I_c} W_cj mean(x_j)
-            (one more evaluation pass; reported as ``metrics["bias_corrected"]``, the headline
+            (scored in the same evaluation pass; reported as ``metrics["bias_corrected"]``, the headline
             numbers stay those of the uncorrected head).
         stats_split / eval_split: splits for the statistics and the evaluation (default test/validation).
         out_dir: where to write indices, statistics, metrics.json and report.md (atomically).
@@ -320,17 +328,18 @@ def analyze(
         logger.warning(message)
 
     head = DecomposedLinear(adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu(), sets)
-    evaluation = evaluate_decomposition(adapter, head, test, seed=seed, run_key={"limit": eval_limit},
-                                        **loader_kwargs)
-    corrected_metrics = None
+    extra_heads = {}
     if bias_correction:
         from .bias_correction import bias_corrected_head
 
-        corrected = bias_corrected_head(head, adapter.weight.detach().float().cpu(), stats.overall_mean().float())
-        corrected_eval = evaluate_decomposition(adapter, corrected, test, seed=seed,
-                                                run_key={"limit": eval_limit, "bias_correction": True}, **loader_kwargs)
-        corrected_metrics = {"decomposed_accuracy": corrected_eval["decomposed_accuracy"],
-                             "rho": corrected_eval["rho"], "bias": corrected.bias.tolist()}
+        extra_heads["bias_corrected"] = bias_corrected_head(
+            head, adapter.weight.detach().float().cpu(), stats.overall_mean().float())
+    evaluation = evaluate_decomposition(adapter, head, test, seed=seed, run_key={"limit": eval_limit},
+                                        extra_heads=extra_heads, **loader_kwargs)
+    corrected_metrics = None
+    if bias_correction:  # scored in the same evaluation pass, no second read of the images
+        corrected_metrics = {**evaluation["extra_heads"]["bias_corrected"],
+                             "bias": extra_heads["bias_corrected"].bias.tolist()}
     if evaluation["skipped_images"]:
         warnings.append(f"{evaluation['skipped_images']} unreadable images skipped in [{test.split}]")
     if evaluation["resized_images"]:

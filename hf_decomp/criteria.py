@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import DecompValueError
+from .selection import label_free_scores  # score_cj = W_cj * mean(x_j); one definition, re-exported
 
 __all__ = [
     "CRITERIA",
@@ -59,11 +60,6 @@ def contribution_scores(weight: torch.Tensor, class_means: torch.Tensor, overall
     ~0, which the histogram criterion cannot see.
     """
     return weight.double() * (class_means.double() - overall_mean.double()[None, :])
-
-
-def label_free_scores(weight: torch.Tensor, overall_mean: torch.Tensor) -> torch.Tensor:
-    """score_cj = W_cj * mean(x_j): a feature's expected push on class c's logit, no labels needed."""
-    return weight.double() * overall_mean.double()[None, :]
 
 
 def check_k_for_means(k: int, overall_mean: torch.Tensor, method: str) -> None:

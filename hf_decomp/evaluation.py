@@ -79,21 +79,26 @@ class EvaluationAccumulator:
         weight: (C, d) dense weight; bias: (C,).
         head: the decomposed head built from the same layer.
         seed: seed of the ablation noise.
+        extra_heads: more heads (e.g. bias-corrected) scored on the same features, so comparing
+            variants needs no second pass over the images; counted as ``<name>_correct``.
     """
 
     COUNTERS = ("samples", "full_correct", "decomposed_correct", "influential_noise_correct",
                 "non_influential_noise_correct")
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, head: DecomposedLinear, seed: int = 0):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, head: DecomposedLinear, seed: int = 0,
+                 extra_heads: dict[str, DecomposedLinear] | None = None):
         self.weight = weight.detach()
         self.bias = bias.detach()
         self.head = head
+        self.extra_heads = dict(extra_heads or {})
         self.mask = head.mask()
         device = self.weight.device
         self.seed = seed
         self.generator = torch.Generator(device=device).manual_seed(seed)
         num_classes = self.weight.shape[0]
-        self.counts = {name: torch.zeros(num_classes, dtype=torch.int64, device=device) for name in self.COUNTERS}
+        counters = self.COUNTERS + tuple(f"{name}_correct" for name in self.extra_heads)
+        self.counts = {name: torch.zeros(num_classes, dtype=torch.int64, device=device) for name in counters}
         self.nonfinite_samples = torch.zeros((), dtype=torch.int64, device=device)
 
     @torch.no_grad()
@@ -114,6 +119,8 @@ class EvaluationAccumulator:
         self.counts["samples"].index_add_(0, labels, torch.ones_like(labels))
         tally("full_correct", torch.nn.functional.linear(features, self.weight, self.bias))
         tally("decomposed_correct", self.head(features))
+        for name, extra in self.extra_heads.items():
+            tally(f"{name}_correct", extra(features))
         noise = None if keys is None else per_sample_noise(keys, features.shape[1], self.seed, features.device)
         influential_noised, others_noised = noise_ablation_inputs(features, self.mask[labels], self.generator, noise)
         tally("influential_noise_correct", torch.nn.functional.linear(influential_noised, self.weight, self.bias))
@@ -156,4 +163,9 @@ class EvaluationAccumulator:
             },
             "per_class": per_class,
             "nonfinite_samples": int(self.nonfinite_samples),
+            "extra_heads": {
+                name: {"decomposed_accuracy": pct(counts[f"{name}_correct"]),
+                       "rho": pct(counts[f"{name}_correct"]) / full if full > 0 else None}
+                for name in self.extra_heads
+            },
         }

@@ -113,10 +113,10 @@ class DecomposedLinear(nn.Module):
         return [row[ok].tolist() for row, ok in zip(self.indices.cpu(), self.valid.cpu())]
 
     def _inference_dense_weight(self) -> torch.Tensor:
-        # Without autograd the masked weight is rebuilt only when the parameters change (in-place
-        # updates bump _version; .to() changes data_ptr), so the small-head path costs one F.linear.
-        # _apply (.to, .float, ...) clears the cache; in-place updates (optimizer steps,
-        # load_state_dict) bump _version. _parameters/_buffers directly: Module.__getattr__ is slow.
+        # Without autograd the masked weight is rebuilt only when the parameters change, so the
+        # small-head path costs one F.linear. In-place updates (optimizer steps, load_state_dict) bump
+        # _version; _apply (.to, .float, ...) clears the cache. _parameters/_buffers directly:
+        # Module.__getattr__ is slow.
         key = (self._parameters["kept_weight"]._version, self._buffers["indices"]._version,
                self._buffers["valid"]._version)
         cache = self._dense_cache

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from hf_decomp.evaluation import EvaluationAccumulator, noise_ablation_inputs
@@ -47,3 +48,15 @@ def test_influential_noise_hurts_more_than_other_noise_when_signal_is_in_the_set
     noise = evaluator.result([str(c) for c in range(num_classes)])["noise_ablation"]
     assert noise["non_influential_to_noise_accuracy"] == 100.0  # noise outside the sets is ignored by W
     assert noise["influential_to_noise_accuracy"] < 50.0
+
+
+def test_extra_heads_are_scored_on_the_same_features():
+    weight = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    head = DecomposedLinear(weight, torch.zeros(2), [[0], [1]])
+    shifted = DecomposedLinear(weight, torch.tensor([0.0, 5.0]), [[0], [1]])  # always predicts class 1
+    evaluator = EvaluationAccumulator(weight, torch.zeros(2), head, extra_heads={"shifted": shifted})
+    evaluator.update(torch.tensor([[2.0, 0.0], [0.0, 2.0], [3.0, 1.0]]), torch.tensor([0, 1, 0]))
+    result = evaluator.result(["a", "b"])
+    assert result["decomposed_accuracy"] == 100.0
+    assert result["extra_heads"]["shifted"]["decomposed_accuracy"] == 100.0 / 3
+    assert result["extra_heads"]["shifted"]["rho"] == pytest.approx(1 / 3)
