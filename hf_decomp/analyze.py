@@ -24,6 +24,7 @@ from .report import render_analysis_report
 from .resume import CheckpointConfig, PassCheckpoint, default_checkpoint_dir, key_digest
 from .selection import select_from_statistics
 from .statistics import ClassStatistics
+from .validation import check_k, check_positive_int
 
 __all__ = ["analyze", "AnalysisResult", "gather_statistics", "evaluate_decomposition"]
 
@@ -204,15 +205,6 @@ def evaluate_decomposition(
     return result
 
 
-def _validate_k(name: str, value: int | None, num_features: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not 1 <= value <= num_features:
-        raise DecompValueError(f"{name}={value} must be between 1 and d={num_features} (the model's feature width)")
-
-
 def analyze(
     model: str | ClassifierAdapter | None = None,
     dataset: str | None = None,
@@ -271,6 +263,7 @@ def analyze(
         >>> result = analyze("cifar10_resnet20", k1=5, k2=5, limit=1000, eval_limit=500)  # doctest: +SKIP
         >>> round(result.metrics["rho"], 3)  # doctest: +SKIP
     """
+    check_positive_int("batch_size", batch_size, "--batch-size")
     if out_dir is not None:
         check_output_dir(out_dir, overwrite)  # fail before hours of work, not after
     if coverage is not None:
@@ -282,8 +275,8 @@ def analyze(
     adapter.to(accelerator.device)
     if channels_last:
         adapter.to(memory_format=torch.channels_last)
-    _validate_k("k1", k1, adapter.num_features)
-    _validate_k("k2", k2, adapter.num_features)
+    check_k("k1", k1, adapter.num_features)
+    check_k("k2", k2, adapter.num_features)
 
     eval_split = eval_split or default_eval_split(dataset)
     split_kwargs = dict(streaming=streaming, image_column=image_column, label_column=label_column, seed=seed)

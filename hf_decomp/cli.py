@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"hf_decomp.commands.{name}").register(subparsers)
+    for subparser in subparsers.choices.values():
+        # No prefix matching: `sweep --k1 5` must not silently mean `--k1-values 5`.
+        subparser.allow_abbrev = False
     return parser
 
 

@@ -16,7 +16,9 @@ from tqdm.auto import tqdm
 
 from .data import ImageSplit, make_dataloader
 from .distributed import shard_split
+from .errors import DecompValueError
 from .models import ClassifierAdapter
+from .validation import check_positive_int
 
 __all__ = ["FeaturePass", "make_accelerator", "collect_features"]
 
@@ -61,6 +63,12 @@ class FeaturePass:
     with_keys: bool = False
     channels_last: bool = False
     position: int = 0
+
+    def __post_init__(self):
+        check_positive_int("batch_size", self.batch_size, "--batch-size")
+        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
+            raise DecompValueError(f"num_workers={self.num_workers!r} must be 0 or more; give --num-workers N "
+                                   f"with N >= 0 (0 reads the data in the main process).")
 
     def _loader(self):
         accelerator = self.accelerator

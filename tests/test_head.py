@@ -31,12 +31,17 @@ def test_forward_matches_the_papers_gather_formula_with_ragged_sets():
     torch.testing.assert_close(head(x), reference)
 
 
-def test_padding_slots_stay_inert_after_training():
-    head = DecomposedLinear(torch.ones(2, 4), None, [[0], [1, 2, 3]])
+@pytest.mark.parametrize("kernel", ["dense", "embedding-bag"])
+def test_padding_slots_stay_inert_after_training(kernel):
+    # Class 0 keeps feature 0 only; its two padding slots also point at feature 0. One SGD step on
+    # sum(logits) with x = 1 (batch of 3) moves the real weight 1 -> 1 - 3 = -2. Were the padding
+    # slots trained too, each would add -3 to feature 0 and the logit of class 0 would read -8.
+    head = DecomposedLinear(torch.ones(2, 4), None, [[0], [1, 2, 3]], kernel=kernel)
     optimizer = torch.optim.SGD(head.parameters(), lr=1.0)
     head(torch.ones(3, 4)).sum().backward()
     optimizer.step()
-    assert head.dense_weight()[0].tolist()[1:] == [0.0, 0.0, 0.0]
+    assert head.dense_weight()[0].tolist() == [-2.0, 0.0, 0.0, 0.0]
+    assert head(torch.ones(1, 4)).tolist() == [[-2.0 - 3.0, -6.0 - 3.0]]  # bias 0 - 3 after the step
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ def test_cli_bad_inputs_exit_2(tmp_path, color_dataset, capsys):
     model = str(save_tiny_timm_model(tmp_path / "tiny"))
     common = ["--model", model, "--dataset", str(color_dataset), "--num-workers", "0"]
     assert main(["sweep", *common, "--k1-values", "", "--out", str(tmp_path / "s")]) == 2
-    assert "k1 grid is empty" in capsys.readouterr().err
+    assert "k1-values grid is empty; give at least one value, e.g. --k1-values 1,5,10" in capsys.readouterr().err
     assert main(["activation-maps", *common, "--layer", "nope", "--out", str(tmp_path / "a")]) == 2
     assert "Layer 'nope' does not exist" in capsys.readouterr().err
     assert main(["activation-maps", *common, "--num-images", "99", "--out", str(tmp_path / "b")]) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_arguments, add_model_arguments, add_output_arguments, add_run_arguments
+from .common import add_data_arguments, add_model_arguments, add_output_arguments, add_run_arguments, positive_int
 
 
 def register(subparsers) -> None:
@@ -18,8 +18,8 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     add_data_arguments(parser)
     selection = parser.add_argument_group("selection")
-    selection.add_argument("--k1", type=int, default=5, help="top features per sample that vote")
-    selection.add_argument("--k2", type=int, default=5, help="influential features kept per class")
+    selection.add_argument("--k1", type=positive_int, default=5, help="top features per sample that vote")
+    selection.add_argument("--k2", type=positive_int, default=5, help="influential features kept per class")
     selection.add_argument("--coverage", type=float, default=None,
                            help="instead of --k2: per class, keep the fewest features holding this percent "
                                 "of the histogram mass (e.g. 50)")

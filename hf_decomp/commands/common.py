@@ -4,6 +4,44 @@ from __future__ import annotations
 
 import argparse
 
+__all__ = ["positive_int", "non_negative_int", "add_model_arguments", "add_data_arguments",
+           "add_output_arguments", "add_run_arguments", "refuse_flag"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, row limits)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (worker counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def refuse_flag(parser: argparse.ArgumentParser, flag: str, hint: str) -> None:
+    """Make ``flag`` an error with a hint, instead of a silently ignored or abbreviated option.
+
+    argparse would otherwise read e.g. ``sweep --k1 5`` as the prefix of ``--k1-values``.
+    """
+
+    class _Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{option_string} does nothing here; {hint}")
+
+    parser.add_argument(flag, action=_Refuse, nargs="?", help=argparse.SUPPRESS)
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
@@ -23,10 +61,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-column", default=None, help="image column (default: detected)")
     group.add_argument("--label-column", default=None, help="label column (default: detected)")
     group.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
-    group.add_argument("--limit", type=int, default=None, help="seeded random subset of the statistics split")
-    group.add_argument("--eval-limit", type=int, default=None, help="seeded random subset of the eval split")
-    group.add_argument("--batch-size", type=int, default=256)
-    group.add_argument("--num-workers", type=int, default=None, help="data-loader workers (default: up to 4)")
+    group.add_argument("--limit", type=positive_int, default=None, help="seeded random subset of the statistics split")
+    group.add_argument("--eval-limit", type=positive_int, default=None, help="seeded random subset of the eval split")
+    group.add_argument("--batch-size", type=positive_int, default=256)
+    group.add_argument("--num-workers", type=non_negative_int, default=None, help="data-loader workers (default: up to 4)")
     group.add_argument("--seed", type=int, default=0, help="seed of --limit subsets and of the noise ablation")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_data_arguments, add_model_arguments, add_output_arguments
+from .common import add_data_arguments, add_model_arguments, add_output_arguments, positive_int
 
 METHOD_HELP = ("histogram = Algorithm 1 (paper); contribution = W_cj (mean_c(x_j) - mean(x_j)); "
                "label-free = W_cj mean(x_j); sparse-glm = elastic-net entry order; pruning = iterative "
@@ -20,8 +20,8 @@ METHOD_HELP = ("histogram = Algorithm 1 (paper); contribution = W_cj (mean_c(x_j
 def _add_selection_arguments(parser: argparse.ArgumentParser, default_method: str) -> None:
     group = parser.add_argument_group("selection and refit")
     group.add_argument("--method", default=default_method, help=METHOD_HELP)
-    group.add_argument("--k", type=int, default=5, help="features kept per class (k2)")
-    group.add_argument("--k1", type=int, default=5, help="top features per sample that vote (histogram)")
+    group.add_argument("--k", type=positive_int, default=5, help="features kept per class (k2)")
+    group.add_argument("--k1", type=positive_int, default=5, help="top features per sample that vote (histogram)")
     group.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
                        help="keep the original biases (default: b_c += sum of dropped W_cj mean(x_j))")
     group.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations of each refit")
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     group.add_argument("--epochs", type=float, default=1.0, help="epochs (fractions allowed)")
     group.add_argument("--lr", type=float, default=0.01, help="peak learning rate (SGD, Nesterov)")
     group.add_argument("--weight-decay", type=float, default=1e-4)
-    group.add_argument("--train-batch-size", type=int, default=128)
+    group.add_argument("--train-batch-size", type=positive_int, default=128)
     group.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     group.add_argument("--no-augment", dest="augment", action="store_false", help="no data augmentation")
     group.add_argument("--distill", type=float, default=0.0,
@@ -87,10 +87,13 @@ def build_recovered_head(args: argparse.Namespace):
     from ..errors import DecompValueError
     from ..models import load_classifier
     from ..refit import METHODS, check_labelled, decompose_head
+    from ..validation import check_k
 
     if args.method not in METHODS:
         raise DecompValueError(f"Unknown --method {args.method!r}; known methods: {', '.join(METHODS)}.")
     adapter = load_classifier(args.model or "cifar10_resnet20", checkpoint=args.checkpoint)
+    check_k("k", args.k, adapter.num_features)  # before the features are computed
+    check_k("k1", args.k1, adapter.num_features)
     split_kwargs = dict(streaming=args.streaming, image_column=args.image_column, label_column=args.label_column,
                         seed=args.seed)
     train = load_image_split(args.dataset, args.stats_split, limit=args.limit, **split_kwargs)

