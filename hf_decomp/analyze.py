@@ -24,7 +24,7 @@ from .report import render_analysis_report
 from .resume import CheckpointConfig, PassCheckpoint, default_checkpoint_dir, key_digest
 from .selection import select_from_statistics
 from .statistics import ClassStatistics
-from .validation import check_k, check_positive_int
+from .checks import check_k, check_positive_int
 
 __all__ = ["analyze", "AnalysisResult", "gather_statistics", "evaluate_decomposition"]
 

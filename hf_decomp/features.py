@@ -18,7 +18,7 @@ from .data import ImageSplit, make_dataloader
 from .distributed import shard_split
 from .errors import DecompValueError
 from .models import ClassifierAdapter
-from .validation import check_positive_int
+from .checks import check_positive_int
 
 __all__ = ["FeaturePass", "make_accelerator", "collect_features"]
 

@@ -6,7 +6,7 @@ import pytest
 
 from hf_decomp.cli import main
 from hf_decomp.errors import DecompValueError
-from hf_decomp.validation import check_k, check_k_values, check_positive_int
+from hf_decomp.checks import check_k, check_k_values, check_positive_int
 
 from helpers_models import save_tiny_timm_model
 

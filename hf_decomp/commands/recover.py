@@ -87,7 +87,7 @@ def build_recovered_head(args: argparse.Namespace):
     from ..errors import DecompValueError
     from ..models import load_classifier
     from ..refit import METHODS, check_labelled, decompose_head
-    from ..validation import check_k
+    from ..checks import check_k
 
     if args.method not in METHODS:
         raise DecompValueError(f"Unknown --method {args.method!r}; known methods: {', '.join(METHODS)}.")

@@ -198,7 +198,7 @@ def run_single(args: argparse.Namespace) -> int:
 
 def _check_study_k(args: argparse.Namespace, num_features: int) -> None:
     """Every k a single study will use, checked against the model's feature width d."""
-    from ..validation import check_k, check_k_values
+    from ..checks import check_k, check_k_values
 
     for name in ("k1_values", "k2_values", "k_values"):
         if hasattr(args, name):

@@ -11,7 +11,7 @@ from ..errors import DecompValueError
 from ..evaluation import EvaluationAccumulator
 from ..head import DecomposedLinear
 from ..models import ClassifierAdapter
-from ..validation import check_k_values as check_k
+from ..checks import check_k_values as check_k
 
 __all__ = ["ModelFeatures", "StudyResult", "load_model_features", "evaluate_sets", "check_k", "batched"]
 
