@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from .datasets import ImageSplit
 from .image_modes import to_rgb
+from .labels import label_index
 
 __all__ = ["ImageBatchCollator", "make_dataloader", "decode_image", "image_key"]
 
@@ -82,7 +83,7 @@ class ImageBatchCollator:
             pixels.append(tensor)
             resized += was_resized
             label = row[self.label_column] if self.label_column else None
-            labels.append(-1 if label is None else int(label))
+            labels.append(label_index(label))  # -1: no label; INVALID_LABEL: not a class index (refused later)
             if self.with_keys:
                 keys.append(image_key(row[self.image_column]))
         batch = {"pixel_values": torch.stack(pixels) if pixels else torch.empty(0),
