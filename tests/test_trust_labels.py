@@ -236,3 +236,10 @@ def test_streamed_limit_covers_every_class_of_label_sorted_data(tmp_path):
     again = Counter(row["label"] for row in load_image_split(str(path), "train", streaming=True, limit=500,
                                                              seed=3).dataset)
     assert again == counts
+
+
+def test_unlabeled_reads_ignore_a_detected_column_without_class_indices(tmp_path):
+    dataset = _write(tmp_path / "d", ["red", "green", "blue"], datasets.Value("string"),
+                     labels=["red"] * 3 + ["green"] * 3 + ["blue"] * 3)
+    split = load_image_split(dataset, "train", require_labels=False)
+    assert split.label_column is None and split.num_rows == 9

@@ -189,7 +189,13 @@ def load_image_split(
             f"Name it with --label-column (label_column=...)."
         )
     if label_col is not None and typed:
-        check_label_column(dataset, features, label_col, name)
+        try:
+            check_label_column(dataset, features, label_col, name)
+        except DecompValueError:
+            if require_labels or label_column is not None:
+                raise
+            logger.warning("%s: column %r holds no class indices; reading the images without labels", name, label_col)
+            label_col = None
     wnids = dataset_wnids(dataset, label_col) if label_col is not None else None
     if isinstance(features[image_col], datasets.Image):
         dataset = dataset.cast_column(image_col, datasets.Image(decode=False))
