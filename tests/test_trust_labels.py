@@ -243,3 +243,31 @@ def test_unlabeled_reads_ignore_a_detected_column_without_class_indices(tmp_path
                      labels=["red"] * 3 + ["green"] * 3 + ["blue"] * 3)
     split = load_image_split(dataset, "train", require_labels=False)
     assert split.label_column is None and split.num_rows == 9
+
+
+@pytest.mark.slow
+@requires_shared("data", "cifar10")
+@requires_shared("models", "cifar10-resnets")
+def test_cifar10_with_its_classes_listed_backwards_gives_the_same_results(tmp_path, one_thread):
+    """Real data: 600 CIFAR-10 rows whose ClassLabel lists the classes backwards (labels renumbered to match)
+    give exactly the numbers of the same rows in the original order; read as indices they would not."""
+    source = SHARED / "data" / "cifar10" / "plain_text"
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    for variant, order in (("original", names), ("backwards", names[::-1])):
+        folder = tmp_path / variant / "plain_text"
+        folder.mkdir(parents=True)
+        for split in ("train", "test"):
+            rows = datasets.load_dataset("parquet", data_files=str(source / f"{split}-00000-of-00001.parquet"),
+                                         split="train").select(range(300))
+            rows = rows.cast_column("img", datasets.Image(decode=False))
+            labels = [order.index(names[v]) for v in rows["label"]]
+            rows = rows.remove_columns("label").add_column("label", labels).cast_column(
+                "label", datasets.ClassLabel(names=order))
+            rows.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    original = analyze("cifar10_resnet20", str(tmp_path / "original"), k1=5, k2=5, num_workers=0, batch_size=100)
+    backwards = analyze("cifar10_resnet20", str(tmp_path / "backwards"), k1=5, k2=5, num_workers=0, batch_size=100)
+    assert original.metrics["full_accuracy"] > 80.0
+    for key in ("full_accuracy", "decomposed_accuracy", "rho"):
+        assert backwards.metrics[key] == original.metrics[key]
+    assert backwards.indices.sets == original.indices.sets
+    assert backwards.metrics["labels"]["train"]["order"] == list(range(9, -1, -1))
