@@ -152,6 +152,9 @@ def gather_statistics(
 ) -> tuple[ClassStatistics, dict]:
     """One pass over ``split``: per-class top-k1 histograms (for every k1), counts and feature sums.
 
+    ``split``'s labels are read in the model's class order when it went through
+    :func:`~hf_decomp.data.align_labels` (as :func:`analyze` does); otherwise as stored.
+
     With ``checkpoints``, the sums and the position are saved as the pass goes and, with
     ``checkpoints.resume``, a previous run's checkpoint is continued; ``run_key`` (seed, limit, ...) is
     added to what a checkpoint must match. Statistics are summed over processes at the end.
