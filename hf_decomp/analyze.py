@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from .data import ImageSplit, default_eval_split, load_image_split, split_names
+from .data.labels import align_labels
 from .errors import DecompValueError
 from .evaluation import EvaluationAccumulator
 from .distributed import check_exact_once, raise_if_any_failed, reduce_count, reduce_sum_
@@ -54,12 +55,20 @@ def _check_labels(labels: torch.Tensor, num_classes: int, split: ImageSplit) -> 
         )
 
 
-def _check_class_count(split: ImageSplit, adapter: ClassifierAdapter) -> None:
-    if split.label_names is not None and len(split.label_names) != adapter.num_classes:
-        raise DecompValueError(
-            f"Dataset {split.name!r} has {len(split.label_names)} classes but model {adapter.name!r} has "
-            f"{adapter.num_classes}; decompose a model trained on this dataset."
-        )
+def _align(splits: list[ImageSplit], adapter: ClassifierAdapter, label_map) -> tuple[list[ImageSplit], dict]:
+    """Renumber each split's labels into the model's class order (or refuse); what was done, per split."""
+    aligned, infos = [], {}
+    for split in splits:
+        split, info = align_labels(split, adapter.label_names, label_map, model=f"model {adapter.name!r}")
+        aligned.append(split)
+        infos[split.split] = info
+    return aligned, infos
+
+
+def _label_warnings(label_info: dict) -> list[str]:
+    warnings = [info["warning"] for info in label_info.values() if info and "warning" in info]
+    return warnings + [f"labels of [{split}] renumbered to the model's class order (matched by "
+                       f"{info['matched_by']})" for split, info in label_info.items() if info and info["remapped"]]
 
 
 def _pass_checkpoint(checkpoints: CheckpointConfig | None, name: str, adapter: ClassifierAdapter, split: ImageSplit,
@@ -144,6 +153,9 @@ def gather_statistics(
 ) -> tuple[ClassStatistics, dict]:
     """One pass over ``split``: per-class top-k1 histograms (for every k1), counts and feature sums.
 
+    ``split``'s labels are read in the model's class order when it went through
+    :func:`~hf_decomp.data.align_labels` (as :func:`analyze` does); otherwise as stored.
+
     With ``checkpoints``, the sums and the position are saved as the pass goes and, with
     ``checkpoints.resume``, a previous run's checkpoint is continued; ``run_key`` (seed, limit, ...) is
     added to what a checkpoint must match. Statistics are summed over processes at the end.
@@ -223,6 +235,7 @@ def analyze(
     streaming: bool = False,
     image_column: str | None = None,
     label_column: str | None = None,
+    label_map: dict | str | Path | None = None,
     checkpoint: str | Path | None = None,
     batch_size: int = 256,
     num_workers: int | None = None,
@@ -251,6 +264,10 @@ def analyze(
         out_dir: where to write indices, statistics, metrics.json and report.md (atomically).
         overwrite: replace an existing results folder.
         limit / eval_limit: use a seeded random subset of the statistics / eval split (quick runs).
+        label_map: which dataset class is which model class, ``{dataset label: model label}`` (names or
+            indices) or a JSON file of it; needed only where the class names do not say it. Without it,
+            a dataset listing the model's classes in another order is renumbered to the model's order
+            (``metrics["labels"]``) and one with other class names is refused.
         resume: continue from the checkpoints of an interrupted run with the same settings.
         checkpoint_every / checkpoint_minutes: save each pass's sums and position every this many
             batches / minutes (atomically; ``resume`` alone checkpoints every 10 minutes).
@@ -282,7 +299,7 @@ def analyze(
     split_kwargs = dict(streaming=streaming, image_column=image_column, label_column=label_column, seed=seed)
     train = load_image_split(dataset, stats_split, limit=limit, **split_kwargs)
     test = load_image_split(dataset, eval_split, limit=eval_limit, **split_kwargs)
-    _check_class_count(train, adapter)
+    (train, test), label_info = _align([train, test], adapter, label_map)
     for split in (train, test):
         if split.num_rows == 0:
             raise DecompValueError(f"Dataset {split.name!r} split {split.split!r} is empty (0 rows); "
@@ -319,6 +336,7 @@ def analyze(
         warnings.append(f"{stats_info['nonfinite_samples']} samples with NaN/inf features ignored in [{train.split}]")
     for message in warnings:
         logger.warning(message)
+    warnings += _label_warnings(label_info)  # align_labels has logged these
 
     head = DecomposedLinear(adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu(), sets)
     extra_heads = {}
@@ -344,6 +362,7 @@ def analyze(
     metrics = {
         "model": {"name": adapter.name, "source": adapter.source, "num_features": d, "num_classes": num_classes},
         "data": {"statistics": train.describe(), "evaluation": test.describe()},
+        "labels": label_info,
         "selection": {"method": method, "k1": k1, "k2": k2, "coverage": coverage,
                       "k1_over_d": k1 / d, "k2_over_d": None if k2 is None else k2 / d,
                       "mean_set_size": sum(map(len, sets)) / num_classes},

@@ -15,6 +15,7 @@ from accelerate.utils import DataLoaderConfiguration
 from tqdm.auto import tqdm
 
 from .data import ImageSplit, make_dataloader
+from .data.labels import to_model_labels
 from .distributed import shard_split
 from .errors import DecompValueError
 from .models import ClassifierAdapter
@@ -108,7 +109,7 @@ class FeaturePass:
                 with torch.inference_mode(), self.accelerator.autocast():
                     features = self.adapter.forward_features(pixel_values)
                 self.seen_images += pixel_values.shape[0]
-                labels = batch["labels"].to(device)
+                labels = to_model_labels(batch["labels"], self.split).to(device)
                 if self.with_keys:
                     yield features.float(), labels, batch["keys"].cpu()
                 else:

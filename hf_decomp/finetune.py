@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .data import ImageSplit
 from .data.loader import ImageBatchCollator, default_num_workers
+from .data.labels import to_model_labels
 from .errors import DecompValueError
 from .features import make_accelerator
 from .head import DecomposedLinear
@@ -111,7 +112,7 @@ def evaluate_model(model, split: ImageSplit, transform, accelerator=None, batch_
         if batch["pixel_values"].shape[0] == 0:
             continue
         logits = model(pixel_values=batch["pixel_values"].to(accelerator.device)).logits
-        labels = batch["labels"].to(accelerator.device)
+        labels = to_model_labels(batch["labels"], split).to(accelerator.device)
         correct += (logits.argmax(1) == labels).sum()
         total += labels.numel()
     model.train(was_training)
@@ -199,7 +200,7 @@ def finetune(
     model.train()
     while step < total_steps:
         for batch in loader:
-            labels = batch["labels"]
+            labels = to_model_labels(batch["labels"], train_split)  # the model's class order
             check_labelled(labels, int(model.config.num_labels) if hasattr(model, "config") else labels.max() + 1,
                            "fine-tuning")
             output = model(pixel_values=batch["pixel_values"], labels=labels)

@@ -60,6 +60,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval-split", default=None, help="split for evaluation (default: test, else validation)")
     group.add_argument("--image-column", default=None, help="image column (default: detected)")
     group.add_argument("--label-column", default=None, help="label column (default: detected)")
+    group.add_argument("--label-map", default=None, metavar="FILE.json",
+                       help="which dataset class is which model class, as a JSON object {dataset label: model "
+                            "label} (names or indices); needed only when the class names do not match the model's")
     group.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
     group.add_argument("--limit", type=positive_int, default=None, help="seeded random subset of the statistics split")
     group.add_argument("--eval-limit", type=positive_int, default=None, help="seeded random subset of the eval split")

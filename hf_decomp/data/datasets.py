@@ -6,6 +6,9 @@ corrupt file is skipped and counted instead of stopping the run.
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +16,9 @@ import datasets
 
 from ..errors import DecompFileError, DecompValueError
 from ..paths import default_cifar10_dataset
+from .labels import check_label_column, dataset_wnids
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ImageSplit", "load_image_split", "split_names", "default_eval_split"]
 
@@ -33,6 +39,9 @@ class ImageSplit:
         streaming: whether ``dataset`` is an ``IterableDataset``.
         subset: whether ``dataset`` is a ``limit`` subset (a streamed one must be split between
             processes example by example: whole shards would each take their own subset).
+        label_wnids: per label index, the ImageNet WordNet id read from a ``wnid`` column, else None.
+        label_order: {dataset label: model label} when the labels must be renumbered into the model's
+            class order (set by :func:`~hf_decomp.data.labels.align_labels`), else None.
     """
 
     dataset: datasets.Dataset | datasets.IterableDataset
@@ -43,14 +52,19 @@ class ImageSplit:
     label_names: list[str] | None
     streaming: bool
     subset: bool = False
+    label_wnids: list[str] | None = None
+    label_order: dict[int, int] | None = None
 
     @property
     def num_rows(self) -> int | None:
         return None if self.streaming else len(self.dataset)
 
     def describe(self) -> dict:
-        return {"dataset": self.name, "split": self.split, "image_column": self.image_column,
-                "label_column": self.label_column, "streaming": self.streaming, "num_rows": self.num_rows}
+        described = {"dataset": self.name, "split": self.split, "image_column": self.image_column,
+                     "label_column": self.label_column, "streaming": self.streaming, "num_rows": self.num_rows}
+        if self.label_order is not None:  # part of feature-cache and checkpoint keys: cached labels are renumbered
+            described["label_order"] = {str(k): v for k, v in sorted(self.label_order.items())}
+        return described
 
 
 def _load_args(name: str) -> tuple[str, dict]:
@@ -129,7 +143,8 @@ def load_image_split(
         image_column / label_column: override the detected columns.
         require_labels: raise when no label column is found.
         limit: keep a seeded random subset of ``limit`` rows (quick runs). Random, not the first
-            rows, because datasets such as CIFAR-10 on the Hub are stored sorted by label.
+            rows, because datasets such as CIFAR-10 on the Hub are stored sorted by label. A streamed
+            split is read once to the end to draw it (see :func:`stream_subset`).
         seed: seed of that subset.
     """
     name = name or default_cifar10_dataset()
@@ -156,6 +171,7 @@ def load_image_split(
         ) from e
 
     features = dataset.features
+    typed = features is not None
     if features is None:  # some streaming sources only know their columns after one row
         features = datasets.Features.from_dict(
             {k: {"_type": "Value", "dtype": "string"} for k in next(iter(dataset))}
@@ -172,6 +188,15 @@ def load_image_split(
             f"Dataset {name!r} has no recognisable label column; its columns are {list(features)}. "
             f"Name it with --label-column (label_column=...)."
         )
+    if label_col is not None and typed:
+        try:
+            check_label_column(dataset, features, label_col, name)
+        except DecompValueError:
+            if require_labels or label_column is not None:
+                raise
+            logger.warning("%s: column %r holds no class indices; reading the images without labels", name, label_col)
+            label_col = None
+    wnids = dataset_wnids(dataset, label_col) if label_col is not None else None
     if isinstance(features[image_col], datasets.Image):
         dataset = dataset.cast_column(image_col, datasets.Image(decode=False))
     label_feature = features[label_col] if label_col else None
@@ -180,8 +205,46 @@ def load_image_split(
     dataset = dataset.select_columns(keep)
     if limit is not None:
         if streaming:
-            dataset = dataset.shuffle(seed=seed, buffer_size=10_000).take(limit)
+            dataset = stream_subset(dataset, limit, seed, image_col)
         else:
             dataset = dataset.shuffle(seed=seed).select(range(min(limit, len(dataset))))
     return ImageSplit(dataset=dataset, name=name, split=split, image_column=image_col, label_column=label_col,
-                      label_names=label_names, streaming=streaming, subset=limit is not None)
+                      label_names=label_names, streaming=streaming, subset=limit is not None, label_wnids=wnids)
+
+
+def _content_key(value, seed: int) -> int:
+    """A seeded 64-bit hash of an image cell's content: the same row gets the same key in any read order."""
+    if isinstance(value, dict):
+        data = value.get("bytes") or str(value.get("path")).encode()
+    elif isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+    else:
+        data = str(value).encode()
+    digest = hashlib.blake2b(data, digest_size=8, key=seed.to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest(), "little")
+
+
+def _bottom_k_rows(dataset, limit: int, seed: int, image_column: str):
+    """The ``limit`` rows with the smallest seeded content keys, in stream order (holds ``limit`` rows)."""
+    kept: list[tuple[int, int, dict]] = []  # (-key, -position, row): a max-heap of the smallest keys
+    for position, row in enumerate(dataset):
+        item = (-_content_key(row[image_column], seed), -position, row)
+        if len(kept) < limit:
+            heapq.heappush(kept, item)
+        elif item[:2] > kept[0][:2]:
+            heapq.heapreplace(kept, item)
+    yield from (row for _, _, row in sorted(kept, key=lambda item: -item[1]))
+
+
+def stream_subset(dataset: datasets.IterableDataset, limit: int, seed: int, image_column: str) -> datasets.IterableDataset:
+    """A seeded uniform random subset of ``limit`` rows of a stream (bottom-k of a seeded hash of each image).
+
+    A shuffle buffer is not enough: on a label-sorted stream (CIFAR-10 on the Hub) a 10,000-row buffer
+    only ever sees the first classes. Here every row has the same chance whatever its position, and the
+    subset does not depend on shard order or worker count; the price is one read of the whole stream
+    (images are not decoded) and ``limit`` rows held in memory.
+    """
+    logger.info("drawing %d random rows from the stream: reading it once to the end", limit)
+    return datasets.IterableDataset.from_generator(
+        _bottom_k_rows, features=dataset.features,
+        gen_kwargs={"dataset": dataset, "limit": limit, "seed": seed, "image_column": image_column})

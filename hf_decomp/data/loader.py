@@ -12,6 +12,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
 from .datasets import ImageSplit
+from .image_modes import to_rgb
+from .labels import label_index
 
 __all__ = ["ImageBatchCollator", "make_dataloader", "decode_image", "image_key"]
 
@@ -21,12 +23,15 @@ _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Imag
 def decode_image(value) -> Image.Image:
     """An RGB PIL image from a datasets image cell (PIL image, {'bytes', 'path'} dict, bytes, path).
 
-    Grayscale, palette, RGBA and CMYK images are converted to RGB; ``load()`` forces the full decode
-    so truncated files fail here rather than inside the transform.
+    Grayscale, palette, RGBA and CMYK images are converted to RGB, 16-bit and float images scaled to
+    8 bit (:func:`~hf_decomp.data.image_modes.to_rgb`); ``load()`` forces the full decode so truncated
+    files fail here rather than inside the transform. An empty cell (zero bytes, no path) is unreadable.
     """
     if isinstance(value, Image.Image):
         image = value
     elif isinstance(value, dict):
+        if not value.get("bytes") and not value.get("path"):
+            raise ValueError("empty image cell: zero bytes and no path")
         image = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(value["path"])
     elif isinstance(value, (bytes, bytearray)):
         image = Image.open(io.BytesIO(value))
@@ -35,7 +40,7 @@ def decode_image(value) -> Image.Image:
     else:
         raise ValueError(f"cannot read an image from a {type(value).__name__}")
     image.load()
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image)
 
 
 class ImageBatchCollator:
@@ -78,7 +83,7 @@ class ImageBatchCollator:
             pixels.append(tensor)
             resized += was_resized
             label = row[self.label_column] if self.label_column else None
-            labels.append(-1 if label is None else int(label))
+            labels.append(label_index(label))  # -1: no label; INVALID_LABEL: not a class index (refused later)
             if self.with_keys:
                 keys.append(image_key(row[self.image_column]))
         batch = {"pixel_values": torch.stack(pixels) if pixels else torch.empty(0),

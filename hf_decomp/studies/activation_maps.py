@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data import ImageSplit
+from ..data.labels import label_index, to_model_labels
 from ..data.loader import decode_image
 from ..errors import DecompValueError, UnsupportedHeadError
 from ..models import ClassifierAdapter
@@ -159,6 +160,9 @@ def select_images(split: ImageSplit, label_names: list[str], classes=None, num_i
                   seed: int = 0) -> list[tuple[Image.Image, int | None]]:
     """(PIL image, label) pairs: the first image of each requested class, or ``num_images`` seeded-random rows.
 
+    Labels are read in the model's class order when ``split.label_order`` says how (see
+    :func:`~hf_decomp.data.labels.align_labels`).
+
     Args:
         classes: class names (of the model) or indices; one image of each, in that order.
         num_images: when no classes are given, how many rows to take.
@@ -182,6 +186,7 @@ def select_images(split: ImageSplit, label_names: list[str], classes=None, num_i
                     raise DecompValueError(f"class index {c} is outside the model's {len(label_names)} classes")
                 wanted.append(int(c))
         labels = dataset.select_columns([split.label_column]).to_dict()[split.label_column]  # one read, not row by row
+        labels = to_model_labels(torch.tensor([label_index(v) for v in labels], dtype=torch.long), split).tolist()
         picked = []
         for c in wanted:
             if c not in labels:
@@ -198,7 +203,9 @@ def select_images(split: ImageSplit, label_names: list[str], classes=None, num_i
     out = []
     for index in picked:
         row = dataset[index]
-        label = int(row[split.label_column]) if split.label_column else None
+        label = None
+        if split.label_column:
+            label = int(to_model_labels(torch.tensor([label_index(row[split.label_column])]), split)[0])
         out.append((decode_image(row[split.image_column]), label))
     return out
 

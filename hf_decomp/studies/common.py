@@ -75,6 +75,7 @@ def load_model_features(
     cache_dir: str | Path | None = None,
     batch_size: int = 256,
     num_workers: int | None = None,
+    label_map: dict | str | Path | None = None,
 ) -> ModelFeatures:
     """Load a model and its features on both splits, computed once and then read from the feature cache.
 
@@ -83,8 +84,10 @@ def load_model_features(
         dataset: dataset name/folder (default: bundled CIFAR-10).
         limit / eval_limit: seeded random subsets (quick runs).
         cache_dir: root of the feature cache (default ``$HF_DECOMP_CACHE/features``).
+        label_map: which dataset class is which model class (see :func:`~hf_decomp.analyze.analyze`).
     """
     from ..data import default_eval_split, load_image_split
+    from ..data.labels import align_labels
     from ..feature_cache import cached_features
     from ..models import load_classifier
 
@@ -92,11 +95,9 @@ def load_model_features(
     eval_split = eval_split or default_eval_split(dataset)
     train = load_image_split(dataset, stats_split, limit=limit, seed=seed)
     test = load_image_split(dataset, eval_split, limit=eval_limit, seed=seed)
-    if train.label_names is not None and len(train.label_names) != adapter.num_classes:
-        raise DecompValueError(
-            f"Dataset {train.name!r} has {len(train.label_names)} classes but model {adapter.name!r} has "
-            f"{adapter.num_classes}; studies need a model trained on this dataset."
-        )
+    # renumbered into the model's class order (or refused); the order is part of the feature-cache key
+    train, test = (align_labels(split, adapter.label_names, label_map, model=f"model {adapter.name!r}")[0]
+                   for split in (train, test))
     features = {}
     for split in (train, test):
         directory = None

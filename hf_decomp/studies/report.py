@@ -7,6 +7,8 @@ The folder is written atomically and is readable on the Hub next to a model card
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import platform
 import time
@@ -60,6 +62,7 @@ class ReportSettings:
     seed: int = 0
     cache_dir: str | None = None
     num_workers: int | None = None
+    label_map: str | None = None  # JSON file: which dataset class is which model class
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -121,6 +124,9 @@ def dataset_activation_study(mf: ModelFeatures, dataset: str | None, out_dir, *,
         raise DecompValueError("activation maps need the model itself (ModelFeatures.adapter), not only features")
     split_name = split or default_eval_split(dataset)
     image_split = load_image_split(dataset, split_name, seed=seed, require_labels=False)
+    order = ((mf.data or {}).get("evaluation") or {}).get("label_order")
+    if order is not None and image_split.label_column is not None:  # the renumbering the features were made with
+        image_split = dataclasses.replace(image_split, label_order={int(k): v for k, v in order.items()})
     if selection == "histogram":
         stats = stats if stats is not None and k in stats.k1_values else gather_class_statistics(mf, [k])
         sets = top_k_per_class(stats.histogram(k).cpu(), k)
@@ -189,7 +195,7 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
         def load(name: str) -> ModelFeatures:
             return load_model_features(name, settings.dataset, limit=settings.limit, eval_limit=settings.eval_limit,
                                        seed=settings.seed, cache_dir=settings.cache_dir,
-                                       num_workers=settings.num_workers)
+                                       num_workers=settings.num_workers, label_map=settings.label_map)
     wanted = set(settings.studies)
     started = time.perf_counter()
     timings: dict[str, float] = {}
