@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import DecompFileError, DecompValueError
 from .head import pad_index_sets
-from .io_utils import atomic_write_json
+from .io_utils import atomic_write_json, normalize_permissions
 
 __all__ = ["InfluentialIndices", "INDICES_FORMAT", "INDICES_JSON", "INDICES_SAFETENSORS"]
 
@@ -121,6 +121,7 @@ class InfluentialIndices:
         tmp = directory / f".{INDICES_SAFETENSORS}.tmp"
         save_file({"indices": indices, "valid": valid}, tmp,
                   metadata={"format": INDICES_FORMAT, "num_features": str(self.num_features)})
+        normalize_permissions(tmp)  # safetensors writes 0600
         tmp.replace(directory / INDICES_SAFETENSORS)
 
     @classmethod

@@ -82,3 +82,79 @@ def test_indices_safetensors_without_its_tensor(run):
     save_file({"indices": torch.zeros(3, 2, dtype=torch.long)}, run / "indices.safetensors")
     with pytest.raises(DecompValueError, match=r"lacks the tensor\(s\) \['valid'\]"):
         InfluentialIndices.load(run)
+
+
+# ---- exported config.json: validated on load, not at the first forward ---------------------------------
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    import timm
+
+    from hf_decomp.hub import build_decomposed_model, save_decomposed_model
+    from hf_decomp.models import adapt_timm_model
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=3, pretrained=False)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 32, 32)}
+    adapter = adapt_timm_model(model, name="test_resnet")
+    indices = InfluentialIndices([[0, 1], [2], [3, 4]], 96, ["a", "b", "c"])
+    return save_decomposed_model(build_decomposed_model(adapter, indices), tmp_path_factory.mktemp("x") / "model")
+
+
+def _edited_copy(exported: Path, tmp_path: Path, **changes) -> Path:
+    import shutil
+
+    folder = Path(shutil.copytree(exported, tmp_path / "copy"))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(num_features=10**12), r"num_features=1000000000000 must be the positive feature width d, an integer <= 1048576"),
+    (dict(num_features=96.5), r"num_features=96.5 must be the positive feature width d"),
+    (dict(num_features=50), r"num_features=50, but its backbone \(test_resnet\) yields 96 features"),
+    (dict(index_sets=[[0, 1.5], [2], [3, 4]]), r"class 0: index_sets holds \[1.5\], not integer"),
+    (dict(index_sets="abc"), r"index_sets must be one list of feature indices per class"),
+    (dict(index_sets=[[0, 1, 7], [2], [3, 4]]), r"model.safetensors holds tensors whose sizes differ"),
+    (dict(index_sets=[[0, 1], [2], [3, 4], [5]], id2label={"0": "a", "1": "b", "2": "c", "3": "d"},
+          label2id={"a": 0, "b": 1, "c": 2, "d": 3}), r"model.safetensors holds tensors whose sizes differ"),
+])
+def test_an_edited_exported_config_fails_at_load_with_one_line(exported, tmp_path, changes, message):
+    from transformers import AutoModelForImageClassification
+
+    folder = _edited_copy(exported, tmp_path, **changes)
+    with pytest.raises(DecompValueError, match=message) as caught:
+        AutoModelForImageClassification.from_pretrained(folder)
+    assert "\n" not in str(caught.value) and "Re-export the model" in str(caught.value).replace("re-export", "Re-export")
+
+
+# ---- permissions: exported models and results are readable like any saved file ---------------------------
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()}
+
+
+def test_exported_and_results_files_get_the_umask_mode(exported, tmp_path):
+    expected = 0o666 & ~_current_umask()
+    modes = _modes(exported)
+    assert {"model.safetensors", "indices.safetensors", "config.json", "README.md"} <= set(modes)
+    assert modes == {name: expected for name in modes}
+    InfluentialIndices([[0], [1]], 2, ["a", "b"]).save(tmp_path / "run")
+    assert _modes(tmp_path / "run") == {"indices.json": expected, "indices.safetensors": expected}
+    from hf_decomp.io_utils import staged_output_dir
+
+    with staged_output_dir(tmp_path / "results") as staging:
+        save_file({"x": torch.zeros(2)}, staging / "statistics.safetensors")
+    assert _modes(tmp_path / "results") == {"statistics.safetensors": expected}
+    from transformers import AutoModelForImageClassification
+
+    AutoModelForImageClassification.from_pretrained(exported).save_pretrained(tmp_path / "plain")
+    assert _modes(tmp_path / "plain")["model.safetensors"] == expected
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -11,6 +11,10 @@ from transformers import PretrainedConfig
 
 __all__ = ["DecompConfig"]
 
+# No image backbone pools a million features; a larger num_features is an edited or damaged config.json
+# and would allocate terabytes at the first forward.
+MAX_NUM_FEATURES = 1 << 20
+
 BACKBONE_LIBRARIES = ("timm", "transformers")
 HEAD_KERNELS = ("dense", "embedding-bag")
 
@@ -65,6 +69,9 @@ class DecompConfig(PretrainedConfig):
     """
 
     model_type = "decomp"
+    # The ValueError subclass bad configs raise; hf_decomp.hub sets its DecompValueError (this file imports
+    # nothing from hf-decomp, so that it runs as remote code where hf-decomp is not installed).
+    error_class = ValueError
 
     def __init__(
         self,
@@ -93,7 +100,7 @@ class DecompConfig(PretrainedConfig):
         self.backbone_transformers_config = backbone_transformers_config
         self.backbone_head_path = backbone_head_path
         self.num_features = num_features
-        self.index_sets = None if index_sets is None else [[int(i) for i in s] for s in index_sets]
+        self.index_sets = None if index_sets is None else _checked_index_sets(index_sets)
         self.k1 = k1
         self.k2 = k2
         self.selection_method = selection_method
@@ -119,17 +126,20 @@ class DecompConfig(PretrainedConfig):
     def validate_decomposition(self) -> None:
         """Raise `ValueError` naming the class and index when the index sets do not fit the model."""
         if self.backbone_library not in BACKBONE_LIBRARIES:
-            raise ValueError(
+            raise self.error_class(
                 f"backbone_library={self.backbone_library!r} is not one of {', '.join(BACKBONE_LIBRARIES)}"
             )
         if self.head_kernel not in HEAD_KERNELS:
-            raise ValueError(f"head_kernel={self.head_kernel!r} is not one of {', '.join(HEAD_KERNELS)}")
+            raise self.error_class(f"head_kernel={self.head_kernel!r} is not one of {', '.join(HEAD_KERNELS)}")
         if self.index_sets is None:
             return  # a bare config (e.g. AutoConfig.for_model) describes no decomposition yet
-        if self.num_features is None or int(self.num_features) < 1:
-            raise ValueError(f"num_features={self.num_features!r} must be the positive feature width d")
+        if not _is_int(self.num_features) or not 1 <= self.num_features <= MAX_NUM_FEATURES:
+            raise self.error_class(
+                f"num_features={self.num_features!r} must be the positive feature width d, an integer <= {MAX_NUM_FEATURES}; "
+                f"config.json was edited or damaged. Re-export the model."
+            )
         if len(self.index_sets) != self.num_labels:
-            raise ValueError(
+            raise self.error_class(
                 f"config has {len(self.index_sets)} index sets but {self.num_labels} classes (id2label); "
                 f"expected one index set per class. Re-export the model from its indices."
             )
@@ -137,12 +147,28 @@ class DecompConfig(PretrainedConfig):
         for c, subset in enumerate(self.index_sets):
             name = (self.id2label or {}).get(c, f"class_{c}")
             if not subset:
-                raise ValueError(f"class {c} ({name!r}) has an empty index set; every class needs a feature")
+                raise self.error_class(f"class {c} ({name!r}) has an empty index set; every class needs a feature")
             bad = [i for i in subset if not 0 <= i < d]
             if bad:
-                raise ValueError(
+                raise self.error_class(
                     f"class {c} ({name!r}): indices {bad} are outside [0, {d}) (num_features d={d}); "
                     f"the index sets do not belong to this backbone"
                 )
             if len(set(subset)) != len(subset):
-                raise ValueError(f"class {c} ({name!r}): duplicate indices in {subset}")
+                raise self.error_class(f"class {c} ({name!r}): duplicate indices in {subset}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_index_sets(index_sets) -> list[list[int]]:
+    """Lists of integer indices; floats (1.5 would silently become 1), strings and bools are refused."""
+    if not isinstance(index_sets, (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in index_sets):
+        raise DecompConfig.error_class(f"index_sets must be one list of feature indices per class, got {index_sets!r:.80}; "
+                           f"re-export the model.")
+    for c, subset in enumerate(index_sets):
+        bad = [i for i in subset if not (_is_int(i) or (hasattr(i, "__index__") and not isinstance(i, bool)))]
+        if bad:
+            raise DecompConfig.error_class(f"class {c}: index_sets holds {bad[:5]}, not integer feature indices; re-export the model.")
+    return [[int(i) for i in subset] for subset in index_sets]

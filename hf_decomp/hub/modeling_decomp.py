@@ -194,6 +194,9 @@ def _create_transformers_backbone(config: DecompConfig) -> nn.Module:
     model = AutoModelForImageClassification.from_config(backbone_config)
     parent_name, _, child_name = config.backbone_head_path.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    head = getattr(parent, child_name, None)
+    if isinstance(head, nn.Linear):
+        model._decomp_feature_width = head.in_features  # d, checked against config.num_features on load
     setattr(parent, child_name, nn.Identity())
     return model
 
@@ -331,6 +334,11 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         """``PreTrainedModel.save_pretrained`` plus the preprocessor config (and, with hf-decomp
         installed, the indices files and the model card)."""
         super().save_pretrained(save_directory, *args, **kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        for name in os.listdir(save_directory):  # safetensors writes 0600; a model folder is meant to be shared
+            if name.endswith(".safetensors"):
+                os.chmod(os.path.join(save_directory, name), 0o666 & ~umask)
         processor = self.preprocessor_dict()
         if processor is not None:
             with open(os.path.join(save_directory, PREPROCESSOR_CONFIG_NAME), "w", encoding="utf-8") as f:
@@ -352,15 +360,38 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         """``PreTrainedModel.from_pretrained``, but missing weights are an error (never random) and the
         head's stored index sets must equal the config's."""
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except RuntimeError as e:
+            if "mismatched" not in str(e) and "size mismatch" not in str(e):
+                raise
+            raise DecompConfig.error_class(
+                "model.safetensors holds tensors whose sizes differ from what config.json describes (index_sets, "
+                "id2label or the backbone); one of the two files was edited. Re-export the model."
+            ) from e
         if info.get("missing_keys"):
-            raise ValueError(
+            raise DecompConfig.error_class(
                 f"The checkpoint lacks weights {sorted(info['missing_keys'])[:10]}; it does not belong to this "
                 f"config (architecture={model.config.architecture!r}). Re-export the model."
             )
         if model.head.index_sets() != model.config.index_sets:
-            raise ValueError(
+            raise DecompConfig.error_class(
                 "model.safetensors holds index sets that differ from config.json's index_sets; one of the two "
                 "files was edited. Re-export the model."
             )
+        width = model.backbone_feature_width()
+        if width is not None and width != model.config.num_features:
+            raise DecompConfig.error_class(
+                f"config.json says num_features={model.config.num_features}, but its backbone "
+                f"({model.config.architecture or model.config.backbone_head_path}) yields {width} features; "
+                f"config.json was edited. Re-export the model."
+            )
         return (model, info) if wants_info else model
+
+    def backbone_feature_width(self) -> int | None:
+        """d as the backbone defines it (None when it does not say)."""
+        if self.config.backbone_library == "timm":
+            width = getattr(self.backbone, "head_hidden_size", None) or getattr(self.backbone, "num_features", None)
+        else:
+            width = getattr(self.backbone, "_decomp_feature_width", None)
+        return int(width) if isinstance(width, int) else None
