@@ -158,3 +158,51 @@ def _current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+# ---- pickles: refused with a message, their code never runs ---------------------------------------------
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def _malicious(path: Path) -> Path:
+    with open(path, "wb") as handle:
+        pickle.dump({"state_dict": {"conv1.weight": torch.zeros(1), "evil": _Payload()}}, handle)
+    return path
+
+
+def test_a_malicious_cifar_checkpoint_is_refused_in_conversion(tmp_path, capfd):
+    from hf_decomp.models.cifar_resnet import convert_checkpoint
+
+    with pytest.raises(DecompValueError, match=r"Could not read CIFAR ResNet checkpoint .* safely .*weights_only=True"):
+        convert_checkpoint(_malicious(tmp_path / "resnet20-evil.th"))
+    assert "code ran while loading" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"empty or truncated|safely"),
+    (None, r"holds no state dict of tensors \(found list\)"),
+])
+def test_a_damaged_cifar_checkpoint_is_refused_in_conversion(tmp_path, content, message):
+    from hf_decomp.models.cifar_resnet import convert_checkpoint
+
+    path = tmp_path / "resnet20-bad.th"
+    if content is None:
+        torch.save([torch.zeros(2)], path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DecompValueError, match=message):
+        convert_checkpoint(path)
+
+
+def test_a_malicious_checkpoint_through_the_cli_is_one_error_line(color_dataset, tmp_path, capfd):
+    from hf_decomp.cli import main
+
+    code = main(["analyze", "--model", "cifar10_resnet20", "--checkpoint", str(_malicious(tmp_path / "w.pth")),
+                 "--dataset", str(color_dataset), "--out", str(tmp_path / "out")])
+    captured = capfd.readouterr()
+    assert code == 2 and "Traceback" not in captured.err and "code ran while loading" not in captured.out
+    assert "safely" in captured.err and "weights_only=True" in captured.err
+    assert not (tmp_path / "out").exists()
