@@ -68,7 +68,7 @@ class FakeHub:
                 if parts[:2] == ["api", "validate-yaml"]:  # the Hub checks README.md metadata before a commit
                     hub.validated.append(json.loads(body)["content"])
                     return self._send(200, {"errors": [], "warnings": []})
-                if parts[0] == "api" and parts[1] == "models":
+                if parts[0] == "api" and parts[1] in ("models", "spaces"):
                     repo_id, action, revision = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
                     if repo_id not in hub.repos:
                         return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
