@@ -206,3 +206,100 @@ def test_a_malicious_checkpoint_through_the_cli_is_one_error_line(color_dataset,
     assert code == 2 and "Traceback" not in captured.err and "code ran while loading" not in captured.out
     assert "safely" in captured.err and "weights_only=True" in captured.err
     assert not (tmp_path / "out").exists()
+
+
+# ---- CIFAR ResNets export a processor that needs no timm -------------------------------------------------
+
+_NO_TIMM_CLIENT = """
+import importlib.abc, json, sys
+sys.modules["timm"] = None  # a clean client: timm not installed
+
+
+class HideHfDecomp(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_decomp" or name.startswith("hf_decomp."):
+            raise ImportError(name + " is hidden in this test")
+
+
+sys.meta_path.insert(0, HideHfDecomp())
+from PIL import Image
+from transformers import AutoImageProcessor, pipeline
+
+folder, images = sys.argv[1], sys.argv[2:]
+processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+classifier = pipeline("image-classification", model=folder, trust_remote_code=True)
+print(json.dumps({"processor": type(processor).__name__,
+                  "pipeline": [classifier(Image.open(p), top_k=3) for p in images]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def cifar_export(tmp_path_factory):
+    import timm
+
+    from hf_decomp.hub import build_decomposed_model, save_decomposed_model
+    from hf_decomp.models import adapt_timm_model
+
+    torch.manual_seed(0)
+    model = timm.create_model("cifar10_resnet20", pretrained=False)
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():  # non-default statistics, so a mis-normalised input cannot pass
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    adapter = adapt_timm_model(model.eval(), name="cifar10_resnet20")
+    sets = [[(7 * c + 3 * j) % 64 for j in range(5)] for c in range(10)]
+    decomposed = build_decomposed_model(adapter, InfluentialIndices(sets, 64, adapter.label_names))
+    folder = save_decomposed_model(decomposed, tmp_path_factory.mktemp("cifar") / "model")
+    return adapter, decomposed, folder
+
+
+def _cifar_images(folder: Path, n: int = 3) -> list[str]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        paths.append(str(folder / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_cifar_export_processor_is_plain_transformers_and_equals_timms_transform(cifar_export, tmp_path):
+    from PIL import Image
+    from transformers import AutoImageProcessor, ViTImageProcessor
+
+    adapter, _, folder = cifar_export
+    config = json.loads((folder / "config.json").read_text())
+    assert "pretrained_cfg" not in config and config["timm_pretrained_cfg"]["mean"] == [0.485, 0.456, 0.406]
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert isinstance(processor, ViTImageProcessor) or type(processor).__name__.startswith("ViTImageProcessor")
+    images = [Image.open(p).convert("RGB") for p in _cifar_images(tmp_path)]
+    ours = processor(images, return_tensors="pt")["pixel_values"]
+    timms = torch.stack([adapter.transform(image) for image in images])
+    torch.testing.assert_close(ours, timms, rtol=0, atol=1e-6)
+
+
+def test_cifar_export_pipeline_runs_without_timm_and_matches_timms_transform(cifar_export, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    adapter, decomposed, folder = cifar_export
+    paths = _cifar_images(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    result = subprocess.run([sys.executable, "-c", _NO_TIMM_CLIENT, str(folder), *paths], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["processor"].startswith("ViTImageProcessor")
+    with torch.no_grad():
+        pixels = torch.stack([adapter.transform(Image.open(p).convert("RGB")) for p in paths])
+        probabilities = decomposed(pixels).logits.softmax(-1)
+    for got, p in zip(report["pipeline"], probabilities):
+        top = p.argsort(descending=True)[:3].tolist()
+        assert [g["label"] for g in got] == [adapter.label_names[i] for i in top]
+        assert [g["score"] for g in got] == pytest.approx(p[top].tolist(), abs=1e-5)

@@ -7,6 +7,8 @@ transformers.
 
 from __future__ import annotations
 
+import re
+
 from transformers import PretrainedConfig
 
 __all__ = ["DecompConfig"]
@@ -16,6 +18,9 @@ __all__ = ["DecompConfig"]
 MAX_NUM_FEATURES = 1 << 20
 
 BACKBONE_LIBRARIES = ("timm", "transformers")
+# Backbones whose eval transform is only rescale + normalize (32x32 inputs, no resize or crop): their
+# exported image processor is transformers' own ViTImageProcessor, so clients need no timm to preprocess.
+TIMM_FREE_PROCESSOR = re.compile(r"^cifar(?:10|100)_resnet\d+$")
 HEAD_KERNELS = ("dense", "embedding-bag")
 
 
@@ -96,7 +101,8 @@ class DecompConfig(PretrainedConfig):
             kwargs["label2id"] = {name: int(i) for i, name in kwargs["id2label"].items()}
         self.backbone_library = backbone_library
         self.architecture = architecture
-        self.pretrained_cfg = pretrained_cfg
+        # Written as "timm_pretrained_cfg" where the processor needs no timm (see to_dict).
+        self.pretrained_cfg = pretrained_cfg if pretrained_cfg is not None else kwargs.pop("timm_pretrained_cfg", None)
         self.backbone_transformers_config = backbone_transformers_config
         self.backbone_head_path = backbone_head_path
         self.num_features = num_features
@@ -109,9 +115,11 @@ class DecompConfig(PretrainedConfig):
         self.dataset = dataset
         self.metrics = metrics or {}
         self.head_kernel = head_kernel
-        if backbone_library == "timm":
+        if self.needs_timm_processor:
             # Lets AutoImageProcessor / pipeline build timm's own eval transform from this config.json.
             kwargs.setdefault("image_processor_type", "TimmWrapperImageProcessor")
+        elif backbone_library == "timm":
+            kwargs.setdefault("image_processor_type", "ViTImageProcessor")
         super().__init__(**kwargs)
         self.validate_decomposition()
 
@@ -121,7 +129,14 @@ class DecompConfig(PretrainedConfig):
         # its image processor from it): only timm backbones may carry the key.
         if output.get("pretrained_cfg") is None:
             output.pop("pretrained_cfg", None)
+        elif not self.needs_timm_processor:  # keep AutoImageProcessor on preprocessor_config.json (no timm)
+            output["timm_pretrained_cfg"] = output.pop("pretrained_cfg")
         return output
+
+    @property
+    def needs_timm_processor(self) -> bool:
+        """True when preprocessing is timm's eval transform (a client needs timm installed)."""
+        return self.backbone_library == "timm" and not TIMM_FREE_PROCESSOR.match(self.architecture or "")
 
     def validate_decomposition(self) -> None:
         """Raise `ValueError` naming the class and index when the index sets do not fit the model."""

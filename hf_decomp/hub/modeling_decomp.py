@@ -350,6 +350,12 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
 
     def preprocessor_dict(self) -> dict | None:
         """The image processor config: timm's eval transform for timm backbones, else the backbone's own."""
+        if self.config.backbone_library == "timm" and not self.config.needs_timm_processor:
+            # CIFAR ResNets: timm's transform at 32x32 is rescale + normalize; ViTImageProcessor does that without timm.
+            cfg = self.config.pretrained_cfg or {}
+            return {"image_processor_type": "ViTImageProcessor", "do_resize": False, "do_rescale": True,
+                    "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(cfg.get("mean", (0.5,) * 3)),
+                    "image_std": list(cfg.get("std", (0.5,) * 3)), "do_convert_rgb": True}
         if self.config.backbone_library == "timm":
             return {"image_processor_type": "TimmWrapperImageProcessor", "architecture": self.config.architecture,
                     "pretrained_cfg": self.config.pretrained_cfg}
