@@ -303,3 +303,49 @@ def test_cifar_export_pipeline_runs_without_timm_and_matches_timms_transform(cif
         top = p.argsort(descending=True)[:3].tolist()
         assert [g["label"] for g in got] == [adapter.label_names[i] for i in top]
         assert [g["score"] for g in got] == pytest.approx(p[top].tolist(), abs=1e-5)
+
+
+# ---- the card: this model's accuracy first, and what a client must install ---------------------------------
+
+def _card_config(**overrides):
+    from hf_decomp.hub import DecompConfig
+
+    facts = dict(architecture="resnet50", pretrained_cfg={"input_size": [3, 224, 224]}, num_features=4,
+                 index_sets=[[0, 1], [2, 3]], id2label={0: "cat", 1: "dog"}, base_model="timm:resnet50.a1_in1k",
+                 dataset="uoft-cs/cifar10", metrics={"full_accuracy": 91.73, "decomposed_accuracy": 88.72,
+                                                     "rho": 0.9672, "eval_split": "test"})
+    facts.update(overrides)
+    return DecompConfig(**facts)
+
+
+def test_model_index_puts_this_models_accuracy_first_and_labels_the_base_models():
+    from huggingface_hub import ModelCard
+
+    from hf_decomp.hub import render_model_card
+
+    card = ModelCard(str(render_model_card(_card_config())))
+    metrics = card.data.to_dict()["model-index"][0]["results"][0]["metrics"]
+    assert metrics[0] == {"type": "accuracy", "value": 88.72,
+                          "name": "Accuracy of this model (decomposed final layer, %)"}
+    assert metrics[-1] == {"type": "accuracy", "value": 91.73,
+                           "name": "Accuracy of the base model (full final layer, %)"}
+    assert "The full final layer's accuracy is the base model's" in card.text
+
+
+def test_card_states_what_a_client_must_install():
+    import timm
+    import transformers
+
+    from hf_decomp.hub import render_model_card
+
+    timm_card = str(render_model_card(_card_config()))
+    assert f"`transformers>={transformers.__version__}`" in timm_card
+    assert f"`timm>={timm.__version__}`: both the backbone `resnet50` and the image processor" in timm_card
+    cifar_card = str(render_model_card(_card_config(architecture="cifar10_resnet20",
+                                                    pretrained_cfg={"input_size": [3, 32, 32]})))
+    assert "no timm: the image processor is transformers' `ViTImageProcessor`" in cifar_card
+    assert "`timm>=" not in cifar_card
+    hf_card = str(render_model_card(_card_config(backbone_library="transformers", architecture=None,
+                                                 pretrained_cfg=None, backbone_head_path="classifier",
+                                                 backbone_transformers_config={"model_type": "resnet"})))
+    assert "no timm: backbone and image processor are transformers' own" in hf_card
