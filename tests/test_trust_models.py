@@ -31,7 +31,7 @@ def _save_timm_wrapper(folder, seed: int = 0):
     return model
 
 
-@pytest.mark.parametrize("prefix", ["", "transformers:"])
+@pytest.mark.parametrize("prefix", ["", "transformers:", "local-dir:"])
 def test_a_folder_saved_by_timm_wrapper_decomposes_over_timm_fc(tmp_path, prefix):
     wrapper = _save_timm_wrapper(tmp_path / "wrapped")
     assert json.loads((tmp_path / "wrapped" / "config.json").read_text())["model_type"] == "timm_wrapper"

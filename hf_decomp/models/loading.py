@@ -78,6 +78,9 @@ def _resolve_source(name: str) -> tuple[str, str]:
     prefix, sep, rest = name.partition(":")
     if sep and prefix in ("timm",):
         return "timm", rest
+    if sep and prefix == "local-dir" and Path(rest).expanduser().is_dir():
+        folder = Path(rest).expanduser()  # a folder TimmWrapperForImageClassification saved loads through it
+        return ("timm", name) if _directory_source(folder) == "timm" else ("transformers", str(folder))
     if sep and prefix in ("hf-hub", "hf_hub", "local-dir"):
         return "timm", name
     if sep and prefix in ("transformers", "hf"):
