@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
 from hf_decomp import InfluentialIndices
-from hf_decomp.errors import DecompValueError
 from hf_decomp.hub import build_decomposed_model, save_decomposed_model
 from hf_decomp.models import adapt_timm_model, load_classifier
 
@@ -115,8 +114,26 @@ def test_distilled_deit_checkpoint_with_another_class_count_loads(tmp_path):
     assert torch.equal(adapter.weight[:, 16:], model.head_dist.weight / 2)
 
 
-def test_export_of_a_distilled_model_is_refused_with_a_reason():
-    adapter = adapt_timm_model(_tiny_distilled_deit(), name="tiny_deit")
-    indices = InfluentialIndices([[0, 16]] * 5, 32, adapter.label_names)
-    with pytest.raises(DecompValueError, match="average several heads"):
-        build_decomposed_model(adapter, indices)
+def test_a_distilled_deit_exports_and_reloads_with_the_same_decomposed_logits(tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=4).eval()
+    with torch.no_grad():
+        for head in (model.head, model.head_dist):
+            head.weight.normal_()
+            head.bias.normal_()
+    adapter = adapt_timm_model(model, name="deit_tiny_distilled_patch16_224")
+    sets = [[0, 200], [5, 192, 300], [7], [191, 192]]  # indices >= 192 read the distillation token
+    decomposed = build_decomposed_model(adapter, InfluentialIndices(sets, 384, adapter.label_names))
+    assert decomposed.config.backbone_head_names == ["head", "head_dist"]
+    save_decomposed_model(decomposed, tmp_path / "deit")
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "deit")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        features = adapter.forward_features(x)
+        expected = torch.stack([features[:, s] @ adapter.weight[c, s] + adapter.bias[c]
+                                for c, s in enumerate(sets)], dim=1)
+        torch.testing.assert_close(decomposed(x).logits, expected, rtol=0, atol=1e-5)
+        assert torch.equal(reloaded(x).logits, decomposed(x).logits)
+        assert torch.equal(reloaded(x, output_contributions=True).features, features)

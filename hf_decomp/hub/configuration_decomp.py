@@ -63,6 +63,9 @@ class DecompConfig(PretrainedConfig):
             how the head computes its logits: `"dense"` (one matmul with the masked weight) or
             `"embedding-bag"` (sums only the kept features; faster for large sparse heads). The
             exporter picks the kernel hf-decomp's evaluation used, so reloaded logits match it bit for bit.
+        backbone_head_names (`list[str]`, *optional*):
+            timm backbones whose logits average several heads (distilled DeiT: `["head", "head_dist"]`): the
+            features are the concatenated inputs of these heads (identities in the backbone), d = their sum.
 
     Example:
         ```python
@@ -95,6 +98,7 @@ class DecompConfig(PretrainedConfig):
         dataset: str | None = None,
         metrics: dict | None = None,
         head_kernel: str = "dense",
+        backbone_head_names: list[str] | None = None,
         **kwargs,
     ):
         if kwargs.get("id2label") is not None and kwargs.get("label2id") is None:
@@ -115,6 +119,7 @@ class DecompConfig(PretrainedConfig):
         self.dataset = dataset
         self.metrics = metrics or {}
         self.head_kernel = head_kernel
+        self.backbone_head_names = list(backbone_head_names) if backbone_head_names else None
         if self.needs_timm_processor:
             # Lets AutoImageProcessor / pipeline build timm's own eval transform from this config.json.
             kwargs.setdefault("image_processor_type", "TimmWrapperImageProcessor")

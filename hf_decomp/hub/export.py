@@ -59,12 +59,6 @@ def build_decomposed_model(adapter, indices: InfluentialIndices, metrics: dict |
             f"{adapter.name!r} has d={adapter.num_features} and {adapter.num_classes} classes; export with the "
             f"model the indices were computed for (--model)."
         )
-    if adapter.config.get("concatenated_heads"):
-        raise DecompValueError(
-            f"{adapter.name}: its logits average several heads (a distilled model); hf-decomp analyses it over "
-            f"their concatenated inputs, but cannot export it as a decomposed transformers model yet. Use the "
-            f"indices (indices.json) with the model itself: hf_decomp.load_indices(...) + evaluate."
-        )
     meta = indices.metadata
     kernel = choose_kernel(indices.num_classes, indices.num_features, max(len(s) for s in indices.sets))
     try:

@@ -248,9 +248,24 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (B, d): the input of the decomposed head."""
+        if self.config.backbone_library == "timm" and self.config.backbone_head_names:
+            return self._concatenated_head_inputs(pixel_values)
         if self.config.backbone_library == "timm":
             return self.backbone.forward_head(self.backbone.forward_features(pixel_values), pre_logits=True)
         return self.backbone(pixel_values=pixel_values).logits  # head replaced by an identity
+
+    def _concatenated_head_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Distilled backbones: what each (identity) head receives, concatenated, e.g. [cls; dist]."""
+        heads = [self.backbone.get_submodule(name) for name in self.config.backbone_head_names]
+        captured = {}
+        handles = [head.register_forward_pre_hook(lambda module, args, k=k: captured.__setitem__(k, args[0]))
+                   for k, head in enumerate(heads)]
+        try:
+            self.backbone(pixel_values)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.cat([captured[k] for k in range(len(heads))], dim=1)
 
     def forward(
         self,
@@ -299,7 +314,9 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
             "metrics": metadata.get("metrics") or {}, **facts,
         }
         id2label = dict(enumerate(adapter.label_names))
-        classifier_name = next(name for name, m in adapter.model.named_modules() if m is adapter.classifier)
+        head_names = adapter.config.get("concatenated_heads") or None  # distilled: several averaged heads
+        classifier_name = None if head_names else next(
+            name for name, m in adapter.model.named_modules() if m is adapter.classifier)
         common = dict(num_features=adapter.num_features, index_sets=[list(s) for s in sets], id2label=id2label,
                       **facts)
         if adapter.source == "timm":
@@ -307,15 +324,16 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
                               if k not in _PRIVATE_PRETRAINED_CFG_KEYS}
             pretrained_cfg.update(num_classes=adapter.num_classes, label_names=list(adapter.label_names))
             config = DecompConfig(backbone_library="timm", architecture=adapter.config.get("architecture"),
-                                  pretrained_cfg=pretrained_cfg, **common)
+                                  pretrained_cfg=pretrained_cfg, backbone_head_names=head_names, **common)
         else:
             config = DecompConfig(backbone_library="transformers",
                                   backbone_transformers_config=adapter.model.config.to_dict(),
                                   backbone_head_path=classifier_name,
                                   backbone_processor_config=adapter.config.get("processor_config"), **common)
         model = cls(config)
+        dropped = head_names or [classifier_name]
         state = {k: v for k, v in adapter.model.state_dict().items()
-                 if not (k == classifier_name or k.startswith(f"{classifier_name}."))}
+                 if not any(k == name or k.startswith(f"{name}.") for name in dropped)}
         try:
             model.backbone.load_state_dict(state, strict=True)
         except RuntimeError as e:
@@ -398,6 +416,8 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         """d as the backbone defines it (None when it does not say)."""
         if self.config.backbone_library == "timm":
             width = getattr(self.backbone, "head_hidden_size", None) or getattr(self.backbone, "num_features", None)
+            if isinstance(width, int) and self.config.backbone_head_names:
+                width *= len(self.config.backbone_head_names)  # concatenated inputs of the averaged heads
         else:
             width = getattr(self.backbone, "_decomp_feature_width", None)
         return int(width) if isinstance(width, int) else None

@@ -231,7 +231,7 @@ def adapt_timm_model(model: nn.Module, name: str | None = None) -> ClassifierAda
         source="timm",
         input_size=input_size,
         config={"architecture": cfg.get("architecture"), "pretrained_cfg": _json_safe(cfg),
-                "data_config": _json_safe(data_config), "concatenated_heads": isinstance(head, (tuple, list))},
+                "data_config": _json_safe(data_config), "concatenated_heads": _module_names(model, head) if isinstance(head, (tuple, list)) else None},
     )
     adapter.verify_linear_head()
     return adapter
@@ -319,6 +319,12 @@ def adapt_transformers_model(model_or_path, name: str | None = None, processor=N
     )
     adapter.verify_linear_head()
     return adapter
+
+
+def _module_names(model: nn.Module, modules) -> list[str]:
+    """Dotted names of ``modules`` inside ``model``, in the order given."""
+    names = {id(m): name for name, m in model.named_modules()}
+    return [names[id(m)] for m in modules]
 
 
 def _is_timm_wrapper(model: nn.Module) -> bool:
