@@ -40,7 +40,7 @@ from .data.labels import to_model_labels
 from .errors import DecompValueError
 from .features import make_accelerator
 from .head import DecomposedLinear
-from .io_utils import atomic_write_json
+from .io_utils import atomic_write_json, normalize_permissions
 from .refit import check_labelled
 
 __all__ = ["FinetuneResult", "finetune", "build_decomposed_model", "training_transform", "evaluate_model",
@@ -254,6 +254,7 @@ def _save(accelerator, model, directory: Path) -> None:
         staging = Path(tempfile.mkdtemp(dir=directory, prefix=".saving-"))
         try:
             accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
+            normalize_permissions(staging)  # save_pretrained's safetensors are 0600
             for path in staging.iterdir():
                 os.replace(path, directory / path.name)
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import OutputExistsError
 
-__all__ = ["atomic_write_text", "atomic_write_json", "staged_output_dir"]
+__all__ = ["atomic_write_text", "atomic_write_json", "staged_output_dir", "normalize_permissions"]
 
 
 def _default_mode(directory: bool = False) -> int:
@@ -68,6 +68,7 @@ def staged_output_dir(out_dir: str | Path, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    normalize_permissions(staging)
     backup = None
     if out_dir.exists():
         backup = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
@@ -75,3 +76,15 @@ def staged_output_dir(out_dir: str | Path, overwrite: bool = False):
     os.replace(staging, out_dir)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def normalize_permissions(root: str | Path) -> None:
+    """Give every file under ``root`` the mode a plain ``open()`` gives (0644 under umask 022).
+
+    safetensors (and so ``save_pretrained``) and ``mkstemp`` create files readable by their owner only
+    (0600); results and exported models are meant to be shared, uploaded and served.
+    """
+    root = Path(root)
+    paths = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    for path in paths:
+        os.chmod(path, _default_mode())

@@ -68,7 +68,7 @@ class FakeHub:
                 if parts[:2] == ["api", "validate-yaml"]:  # the Hub checks README.md metadata before a commit
                     hub.validated.append(json.loads(body)["content"])
                     return self._send(200, {"errors": [], "warnings": []})
-                if parts[0] == "api" and parts[1] == "models":
+                if parts[0] == "api" and parts[1] in ("models", "spaces"):
                     repo_id, action, revision = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
                     if repo_id not in hub.repos:
                         return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
@@ -275,9 +275,10 @@ def test_push_an_exported_model_uploads_code_weights_indices_and_card(hub, tmp_p
             "indices.json", "indices.safetensors"} <= set(uploaded)
     card = ModelCard(uploaded["README.md"].decode())
     assert card.data.base_model == "timm/test_resnet.r160_in1k"
-    values = {(r.metric_name, r.metric_value) for r in card.data.eval_results}
-    assert values == {("Accuracy, full final layer (%)", 91.5), ("Accuracy, decomposed final layer (%)", 88.25),
-                      ("rho (decomposed / full accuracy)", 0.9645)}
+    values = [(r.metric_name, r.metric_value) for r in card.data.eval_results]
+    assert values == [("Accuracy of this model (decomposed final layer, %)", 88.25),
+                      ("rho (decomposed / base model accuracy)", 0.9645),
+                      ("Accuracy of the base model (full final layer, %)", 91.5)]
     assert 'model="alice/tiny-decomposed"' in card.text
     # The indices can then be fetched on their own from the model repo.
     loaded = load_indices("alice/tiny-decomposed", endpoint=hub.url, cache_dir=tmp_path / "cache")

@@ -44,7 +44,7 @@ def test_card_metadata_and_model_index_hold_the_measured_values(tmp_path):
     assert result["task"]["type"] == "image-classification"
     assert result["dataset"] == {"name": "uoft-cs/cifar10", "type": "uoft-cs/cifar10", "split": "test"}
     assert [(m["type"], m["value"]) for m in result["metrics"]] == [
-        ("accuracy", 91.73), ("accuracy", 88.72), ("rho", 0.9672)]
+        ("accuracy", 88.72), ("rho", 0.9672), ("accuracy", 91.73)]  # this model's own accuracy first
     assert str(loaded) == str(card)  # stable across save / load
     loaded.save(tmp_path / "again.md")
     assert (tmp_path / "again.md").read_text() == (tmp_path / "README.md").read_text()

@@ -7,6 +7,7 @@ Importing this package registers ``DecompConfig`` / ``DecomposedForImageClassifi
 
 from transformers import AutoConfig, AutoModelForImageClassification
 
+from ..errors import DecompValueError
 from .configuration_decomp import DecompConfig
 from .export import build_decomposed_model, save_decomposed_model, write_extras
 from .model_card import render_model_card
@@ -20,6 +21,8 @@ AutoModelForImageClassification.register(DecompConfig, DecomposedForImageClassif
 DecompConfig.register_for_auto_class()
 DecomposedForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 DecomposedForImageClassification._save_extras_hook = staticmethod(write_extras)
+# Bad config.json values raise hf-decomp's DecompValueError (a ValueError) when hf-decomp is installed.
+DecompConfig.error_class = DecompValueError
 
 __all__ = [
     "DecompConfig",

@@ -7,11 +7,20 @@ transformers.
 
 from __future__ import annotations
 
+import re
+
 from transformers import PretrainedConfig
 
 __all__ = ["DecompConfig"]
 
+# No image backbone pools a million features; a larger num_features is an edited or damaged config.json
+# and would allocate terabytes at the first forward.
+MAX_NUM_FEATURES = 1 << 20
+
 BACKBONE_LIBRARIES = ("timm", "transformers")
+# Backbones whose eval transform is only rescale + normalize (32x32 inputs, no resize or crop): their
+# exported image processor is transformers' own ViTImageProcessor, so clients need no timm to preprocess.
+TIMM_FREE_PROCESSOR = re.compile(r"^cifar(?:10|100)_resnet\d+$")
 HEAD_KERNELS = ("dense", "embedding-bag")
 
 
@@ -54,6 +63,9 @@ class DecompConfig(PretrainedConfig):
             how the head computes its logits: `"dense"` (one matmul with the masked weight) or
             `"embedding-bag"` (sums only the kept features; faster for large sparse heads). The
             exporter picks the kernel hf-decomp's evaluation used, so reloaded logits match it bit for bit.
+        backbone_head_names (`list[str]`, *optional*):
+            timm backbones whose logits average several heads (distilled DeiT: `["head", "head_dist"]`): the
+            features are the concatenated inputs of these heads (identities in the backbone), d = their sum.
 
     Example:
         ```python
@@ -65,6 +77,9 @@ class DecompConfig(PretrainedConfig):
     """
 
     model_type = "decomp"
+    # The ValueError subclass bad configs raise; hf_decomp.hub sets its DecompValueError (this file imports
+    # nothing from hf-decomp, so that it runs as remote code where hf-decomp is not installed).
+    error_class = ValueError
 
     def __init__(
         self,
@@ -83,17 +98,19 @@ class DecompConfig(PretrainedConfig):
         dataset: str | None = None,
         metrics: dict | None = None,
         head_kernel: str = "dense",
+        backbone_head_names: list[str] | None = None,
         **kwargs,
     ):
         if kwargs.get("id2label") is not None and kwargs.get("label2id") is None:
             kwargs["label2id"] = {name: int(i) for i, name in kwargs["id2label"].items()}
         self.backbone_library = backbone_library
         self.architecture = architecture
-        self.pretrained_cfg = pretrained_cfg
+        # Written as "timm_pretrained_cfg" where the processor needs no timm (see to_dict).
+        self.pretrained_cfg = pretrained_cfg if pretrained_cfg is not None else kwargs.pop("timm_pretrained_cfg", None)
         self.backbone_transformers_config = backbone_transformers_config
         self.backbone_head_path = backbone_head_path
         self.num_features = num_features
-        self.index_sets = None if index_sets is None else [[int(i) for i in s] for s in index_sets]
+        self.index_sets = None if index_sets is None else _checked_index_sets(index_sets)
         self.k1 = k1
         self.k2 = k2
         self.selection_method = selection_method
@@ -102,9 +119,12 @@ class DecompConfig(PretrainedConfig):
         self.dataset = dataset
         self.metrics = metrics or {}
         self.head_kernel = head_kernel
-        if backbone_library == "timm":
+        self.backbone_head_names = list(backbone_head_names) if backbone_head_names else None
+        if self.needs_timm_processor:
             # Lets AutoImageProcessor / pipeline build timm's own eval transform from this config.json.
             kwargs.setdefault("image_processor_type", "TimmWrapperImageProcessor")
+        elif backbone_library == "timm":
+            kwargs.setdefault("image_processor_type", "ViTImageProcessor")
         super().__init__(**kwargs)
         self.validate_decomposition()
 
@@ -114,22 +134,32 @@ class DecompConfig(PretrainedConfig):
         # its image processor from it): only timm backbones may carry the key.
         if output.get("pretrained_cfg") is None:
             output.pop("pretrained_cfg", None)
+        elif not self.needs_timm_processor:  # keep AutoImageProcessor on preprocessor_config.json (no timm)
+            output["timm_pretrained_cfg"] = output.pop("pretrained_cfg")
         return output
+
+    @property
+    def needs_timm_processor(self) -> bool:
+        """True when preprocessing is timm's eval transform (a client needs timm installed)."""
+        return self.backbone_library == "timm" and not TIMM_FREE_PROCESSOR.match(self.architecture or "")
 
     def validate_decomposition(self) -> None:
         """Raise `ValueError` naming the class and index when the index sets do not fit the model."""
         if self.backbone_library not in BACKBONE_LIBRARIES:
-            raise ValueError(
+            raise self.error_class(
                 f"backbone_library={self.backbone_library!r} is not one of {', '.join(BACKBONE_LIBRARIES)}"
             )
         if self.head_kernel not in HEAD_KERNELS:
-            raise ValueError(f"head_kernel={self.head_kernel!r} is not one of {', '.join(HEAD_KERNELS)}")
+            raise self.error_class(f"head_kernel={self.head_kernel!r} is not one of {', '.join(HEAD_KERNELS)}")
         if self.index_sets is None:
             return  # a bare config (e.g. AutoConfig.for_model) describes no decomposition yet
-        if self.num_features is None or int(self.num_features) < 1:
-            raise ValueError(f"num_features={self.num_features!r} must be the positive feature width d")
+        if not _is_int(self.num_features) or not 1 <= self.num_features <= MAX_NUM_FEATURES:
+            raise self.error_class(
+                f"num_features={self.num_features!r} must be the positive feature width d, an integer <= {MAX_NUM_FEATURES}; "
+                f"config.json was edited or damaged. Re-export the model."
+            )
         if len(self.index_sets) != self.num_labels:
-            raise ValueError(
+            raise self.error_class(
                 f"config has {len(self.index_sets)} index sets but {self.num_labels} classes (id2label); "
                 f"expected one index set per class. Re-export the model from its indices."
             )
@@ -137,12 +167,28 @@ class DecompConfig(PretrainedConfig):
         for c, subset in enumerate(self.index_sets):
             name = (self.id2label or {}).get(c, f"class_{c}")
             if not subset:
-                raise ValueError(f"class {c} ({name!r}) has an empty index set; every class needs a feature")
+                raise self.error_class(f"class {c} ({name!r}) has an empty index set; every class needs a feature")
             bad = [i for i in subset if not 0 <= i < d]
             if bad:
-                raise ValueError(
+                raise self.error_class(
                     f"class {c} ({name!r}): indices {bad} are outside [0, {d}) (num_features d={d}); "
                     f"the index sets do not belong to this backbone"
                 )
             if len(set(subset)) != len(subset):
-                raise ValueError(f"class {c} ({name!r}): duplicate indices in {subset}")
+                raise self.error_class(f"class {c} ({name!r}): duplicate indices in {subset}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_index_sets(index_sets) -> list[list[int]]:
+    """Lists of integer indices; floats (1.5 would silently become 1), strings and bools are refused."""
+    if not isinstance(index_sets, (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in index_sets):
+        raise DecompConfig.error_class(f"index_sets must be one list of feature indices per class, got {index_sets!r:.80}; "
+                           f"re-export the model.")
+    for c, subset in enumerate(index_sets):
+        bad = [i for i in subset if not (_is_int(i) or (hasattr(i, "__index__") and not isinstance(i, bool)))]
+        if bad:
+            raise DecompConfig.error_class(f"class {c}: index_sets holds {bad[:5]}, not integer feature indices; re-export the model.")
+    return [[int(i) for i in subset] for subset in index_sets]

@@ -98,11 +98,38 @@ def _eval_results(config, dataset_id: str | None, dataset_name: str | None, spli
         return []
     common = dict(task_type="image-classification", task_name="Image Classification",
                   dataset_type=dataset_id or dataset_name, dataset_name=dataset_name, dataset_split=split)
-    entries = [("accuracy", "full_accuracy", "Accuracy, full final layer (%)"),
-               ("accuracy", "decomposed_accuracy", "Accuracy, decomposed final layer (%)"),
-               ("rho", "rho", "rho (decomposed / full accuracy)")]
+    # Hub widgets show the first entry: this model's own (decomposed) accuracy. The full final layer's
+    # accuracy is the base model's, labelled so.
+    entries = [("accuracy", "decomposed_accuracy", "Accuracy of this model (decomposed final layer, %)"),
+               ("rho", "rho", "rho (decomposed / base model accuracy)"),
+               ("accuracy", "full_accuracy", "Accuracy of the base model (full final layer, %)")]
     return [EvalResult(metric_type=kind, metric_name=label, metric_value=round(float(metrics[key]), 4), **common)
             for kind, key, label in entries if metrics.get(key) is not None]
+
+
+def client_requirements(config) -> list[str]:
+    """What a client must install to run this model with transformers' pipeline (one line each)."""
+    import transformers
+
+    version = getattr(config, "transformers_version", None) or transformers.__version__
+    lines = [f"`transformers>={version}` (the version that exported it) and `torch`"]
+    if config.backbone_library == "timm" and getattr(config, "needs_timm_processor", True):
+        try:
+            import timm
+
+            timm_version = f">={timm.__version__}"
+        except ImportError:  # pragma: no cover - hf-decomp depends on timm
+            timm_version = ""
+        lines.append(f"`timm{timm_version}`: both the backbone `{config.architecture}` and the image processor "
+                     f"(`TimmWrapperImageProcessor`) are built by timm; without it `AutoImageProcessor` and "
+                     f"`pipeline` fail")
+    elif config.backbone_library == "timm":
+        lines.append(f"no timm: the image processor is transformers' `ViTImageProcessor` (rescale and normalize "
+                     f"{'x'.join(map(str, (config.pretrained_cfg or {}).get('input_size', [3, 32, 32])[1:]))} images, "
+                     f"no resize) and the backbone `{config.architecture}` is defined in `modeling_decomp.py`")
+    else:
+        lines.append("no timm: backbone and image processor are transformers' own")
+    return lines
 
 
 def _class_table(config) -> str:
@@ -190,6 +217,7 @@ def render_model_card(
         class_table=_class_table(config),
         figures=list(figures),
         repo_id=repo_id or "path/to/this/folder",
+        requirements=client_requirements(config),
         citation=CITATION,
     )
 

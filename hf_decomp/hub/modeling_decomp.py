@@ -194,6 +194,9 @@ def _create_transformers_backbone(config: DecompConfig) -> nn.Module:
     model = AutoModelForImageClassification.from_config(backbone_config)
     parent_name, _, child_name = config.backbone_head_path.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    head = getattr(parent, child_name, None)
+    if isinstance(head, nn.Linear):
+        model._decomp_feature_width = head.in_features  # d, checked against config.num_features on load
     setattr(parent, child_name, nn.Identity())
     return model
 
@@ -245,9 +248,24 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (B, d): the input of the decomposed head."""
+        if self.config.backbone_library == "timm" and self.config.backbone_head_names:
+            return self._concatenated_head_inputs(pixel_values)
         if self.config.backbone_library == "timm":
             return self.backbone.forward_head(self.backbone.forward_features(pixel_values), pre_logits=True)
         return self.backbone(pixel_values=pixel_values).logits  # head replaced by an identity
+
+    def _concatenated_head_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Distilled backbones: what each (identity) head receives, concatenated, e.g. [cls; dist]."""
+        heads = [self.backbone.get_submodule(name) for name in self.config.backbone_head_names]
+        captured = {}
+        handles = [head.register_forward_pre_hook(lambda module, args, k=k: captured.__setitem__(k, args[0]))
+                   for k, head in enumerate(heads)]
+        try:
+            self.backbone(pixel_values)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.cat([captured[k] for k in range(len(heads))], dim=1)
 
     def forward(
         self,
@@ -296,7 +314,9 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
             "metrics": metadata.get("metrics") or {}, **facts,
         }
         id2label = dict(enumerate(adapter.label_names))
-        classifier_name = next(name for name, m in adapter.model.named_modules() if m is adapter.classifier)
+        head_names = adapter.config.get("concatenated_heads") or None  # distilled: several averaged heads
+        classifier_name = None if head_names else next(
+            name for name, m in adapter.model.named_modules() if m is adapter.classifier)
         common = dict(num_features=adapter.num_features, index_sets=[list(s) for s in sets], id2label=id2label,
                       **facts)
         if adapter.source == "timm":
@@ -304,15 +324,16 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
                               if k not in _PRIVATE_PRETRAINED_CFG_KEYS}
             pretrained_cfg.update(num_classes=adapter.num_classes, label_names=list(adapter.label_names))
             config = DecompConfig(backbone_library="timm", architecture=adapter.config.get("architecture"),
-                                  pretrained_cfg=pretrained_cfg, **common)
+                                  pretrained_cfg=pretrained_cfg, backbone_head_names=head_names, **common)
         else:
             config = DecompConfig(backbone_library="transformers",
                                   backbone_transformers_config=adapter.model.config.to_dict(),
                                   backbone_head_path=classifier_name,
                                   backbone_processor_config=adapter.config.get("processor_config"), **common)
         model = cls(config)
+        dropped = head_names or [classifier_name]
         state = {k: v for k, v in adapter.model.state_dict().items()
-                 if not (k == classifier_name or k.startswith(f"{classifier_name}."))}
+                 if not any(k == name or k.startswith(f"{name}.") for name in dropped)}
         try:
             model.backbone.load_state_dict(state, strict=True)
         except RuntimeError as e:
@@ -331,6 +352,11 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         """``PreTrainedModel.save_pretrained`` plus the preprocessor config (and, with hf-decomp
         installed, the indices files and the model card)."""
         super().save_pretrained(save_directory, *args, **kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        for name in os.listdir(save_directory):  # safetensors writes 0600; a model folder is meant to be shared
+            if name.endswith(".safetensors"):
+                os.chmod(os.path.join(save_directory, name), 0o666 & ~umask)
         processor = self.preprocessor_dict()
         if processor is not None:
             with open(os.path.join(save_directory, PREPROCESSOR_CONFIG_NAME), "w", encoding="utf-8") as f:
@@ -342,6 +368,12 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
 
     def preprocessor_dict(self) -> dict | None:
         """The image processor config: timm's eval transform for timm backbones, else the backbone's own."""
+        if self.config.backbone_library == "timm" and not self.config.needs_timm_processor:
+            # CIFAR ResNets: timm's transform at 32x32 is rescale + normalize; ViTImageProcessor does that without timm.
+            cfg = self.config.pretrained_cfg or {}
+            return {"image_processor_type": "ViTImageProcessor", "do_resize": False, "do_rescale": True,
+                    "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(cfg.get("mean", (0.5,) * 3)),
+                    "image_std": list(cfg.get("std", (0.5,) * 3)), "do_convert_rgb": True}
         if self.config.backbone_library == "timm":
             return {"image_processor_type": "TimmWrapperImageProcessor", "architecture": self.config.architecture,
                     "pretrained_cfg": self.config.pretrained_cfg}
@@ -352,15 +384,40 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         """``PreTrainedModel.from_pretrained``, but missing weights are an error (never random) and the
         head's stored index sets must equal the config's."""
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except RuntimeError as e:
+            if "mismatched" not in str(e) and "size mismatch" not in str(e):
+                raise
+            raise DecompConfig.error_class(
+                "model.safetensors holds tensors whose sizes differ from what config.json describes (index_sets, "
+                "id2label or the backbone); one of the two files was edited. Re-export the model."
+            ) from e
         if info.get("missing_keys"):
-            raise ValueError(
+            raise DecompConfig.error_class(
                 f"The checkpoint lacks weights {sorted(info['missing_keys'])[:10]}; it does not belong to this "
                 f"config (architecture={model.config.architecture!r}). Re-export the model."
             )
         if model.head.index_sets() != model.config.index_sets:
-            raise ValueError(
+            raise DecompConfig.error_class(
                 "model.safetensors holds index sets that differ from config.json's index_sets; one of the two "
                 "files was edited. Re-export the model."
             )
+        width = model.backbone_feature_width()
+        if width is not None and width != model.config.num_features:
+            raise DecompConfig.error_class(
+                f"config.json says num_features={model.config.num_features}, but its backbone "
+                f"({model.config.architecture or model.config.backbone_head_path}) yields {width} features; "
+                f"config.json was edited. Re-export the model."
+            )
         return (model, info) if wants_info else model
+
+    def backbone_feature_width(self) -> int | None:
+        """d as the backbone defines it (None when it does not say)."""
+        if self.config.backbone_library == "timm":
+            width = getattr(self.backbone, "head_hidden_size", None) or getattr(self.backbone, "num_features", None)
+            if isinstance(width, int) and self.config.backbone_head_names:
+                width *= len(self.config.backbone_head_names)  # concatenated inputs of the averaged heads
+        else:
+            width = getattr(self.backbone, "_decomp_feature_width", None)
+        return int(width) if isinstance(width, int) else None

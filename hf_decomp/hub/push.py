@@ -24,7 +24,7 @@ from huggingface_hub.errors import (
 from ..errors import DecompFileError, DecompValueError
 from ..indices import INDICES_JSON, INDICES_SAFETENSORS, InfluentialIndices
 
-__all__ = ["push_to_hub", "push_indices", "load_indices"]
+__all__ = ["push_to_hub", "push_indices", "push_metric", "load_indices"]
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -69,16 +69,18 @@ def _hub_call(action: str, endpoint: str, fn, *args, **kwargs):
 
 
 def _upload(folder: Path, repo_id: str, *, private: bool, commit_message: str, revision: str | None,
-            token: str | None, endpoint: str | None, allow_patterns=None) -> str:
+            token: str | None, endpoint: str | None, allow_patterns=None, repo_type: str | None = None,
+            space_sdk: str | None = None) -> str:
     api = HfApi(endpoint=endpoint, token=_resolve_token(token))
     where = api.endpoint
-    repo = _hub_call(f"create repo {repo_id!r}", where, api.create_repo, repo_id, private=private, exist_ok=True)
+    repo = _hub_call(f"create repo {repo_id!r}", where, api.create_repo, repo_id, private=private, exist_ok=True,
+                     repo_type=repo_type, space_sdk=space_sdk)
     if revision and revision != "main":
         _hub_call(f"create branch {revision!r} in {repo_id!r}", where, api.create_branch, repo_id,
-                  branch=revision, exist_ok=True)
+                  branch=revision, exist_ok=True, repo_type=repo_type)
     commit = _hub_call(f"upload {str(folder)!r} to {repo_id!r}", where, api.upload_folder, folder_path=str(folder),
                        repo_id=repo_id, commit_message=commit_message, revision=revision,
-                       allow_patterns=allow_patterns)
+                       allow_patterns=allow_patterns, repo_type=repo_type)
     return getattr(commit, "commit_url", None) or str(repo)
 
 
@@ -138,6 +140,32 @@ def push_indices(
         return _upload(Path(tmp), repo_id, private=private, revision=revision, token=token, endpoint=endpoint,
                        commit_message=commit_message or "Upload influential indices with hf-decomp",
                        allow_patterns=[INDICES_JSON, INDICES_SAFETENSORS])
+
+
+def push_metric(
+    repo_id: str,
+    name: str = "decomposition",
+    *,
+    repo_type: str = "space",
+    private: bool = False,
+    commit_message: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Upload a packaged ``evaluate`` metric module (``hf_decomp.metrics.path(name)``) to the Hub.
+
+    evaluate looks for community metrics in Spaces (``evaluate.load("user/decomposition")``), so the
+    default ``repo_type`` is ``"space"`` (a Gradio Space whose app shows the metric's widget).
+    Other arguments as in :func:`push_to_hub`.
+    """
+    from ..metrics import path as metric_path
+
+    folder = Path(metric_path(name))
+    return _upload(folder, repo_id, private=private, revision=revision, token=token, endpoint=endpoint,
+                   commit_message=commit_message or f"Upload the {name} metric with hf-decomp",
+                   repo_type=repo_type, space_sdk="gradio" if repo_type == "space" else None,
+                   allow_patterns=["*.py", "*.md"])
 
 
 def load_indices(

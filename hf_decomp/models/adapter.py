@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from ..errors import UnsupportedHeadError
 
-__all__ = ["ClassifierAdapter", "split_linear_head"]
+__all__ = ["ClassifierAdapter", "split_linear_head", "concatenated_linear_head"]
 
 # Modules that may sit around the final linear layer without changing the decision in eval mode.
 _PASSTHROUGH_HEAD_MODULES = (nn.Flatten, nn.Dropout, nn.Identity)
@@ -33,6 +33,47 @@ def split_linear_head(head: nn.Module, model_name: str) -> nn.Linear:
         f"{head.__class__.__name__}:\n{head}\nhf-decomp decomposes heads of the form "
         f"logits = W x + b. Pick a model with a linear classifier (most CNNs and ViTs)."
     )
+
+
+def concatenated_linear_head(heads, model_name: str) -> nn.Linear:
+    """One ``nn.Linear`` over the concatenated inputs of K heads whose outputs are averaged.
+
+    timm's distilled models (DeiT) answer ``(head(cls) + head_dist(dist)) / 2`` in eval mode, which is
+    exactly ``[W_1/K, ..., W_K/K] . [x_1; ...; x_K] + mean(b_k)``: a linear layer over the concatenated
+    head inputs, so the decomposition applies to that vector (width ``sum(d_k)``).
+    """
+    linears = [split_linear_head(head, model_name) for head in heads]
+    num_classes = {linear.out_features for linear in linears}
+    if len(num_classes) != 1:
+        raise UnsupportedHeadError(
+            f"{model_name}: its {len(linears)} classifier heads have different numbers of classes "
+            f"{sorted(num_classes)}; hf-decomp decomposes heads whose outputs are averaged into one logit vector."
+        )
+    k = len(linears)
+    reference = linears[0].weight
+    combined = nn.Linear(sum(linear.in_features for linear in linears), num_classes.pop(),
+                         device=reference.device, dtype=reference.dtype)
+    with torch.no_grad():
+        combined.weight.copy_(torch.cat([linear.weight for linear in linears], dim=1) / k)
+        biases = [linear.bias if linear.bias is not None else torch.zeros_like(combined.bias) for linear in linears]
+        combined.bias.copy_(torch.stack(biases).sum(dim=0) / k)
+    combined.requires_grad_(False)
+    return combined
+
+
+def capture_head_inputs(model: nn.Module, heads: list[nn.Module], run: Callable[[], object]) -> torch.Tensor:
+    """Run ``run()`` and return the inputs the ``heads`` received, concatenated (B, sum d_k)."""
+    captured: dict[int, torch.Tensor] = {}
+    handles = [head.register_forward_pre_hook(lambda module, args, k=k: captured.__setitem__(k, args[0]))
+               for k, head in enumerate(heads)]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(captured) != len(heads) or any(captured[k].ndim != 2 for k in captured):
+        raise UnsupportedHeadError(f"{type(model).__name__}: its classifier heads did not all receive pooled (B, d) inputs")
+    return torch.cat([captured[k] for k in range(len(heads))], dim=1)
 
 
 class ClassifierAdapter(nn.Module):

@@ -13,6 +13,7 @@ global average pooling, ``linear`` 64 -> 10. Parameter names match the original 
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..errors import DecompFileError
+from ..errors import DecompFileError, DecompValueError
 from ..paths import cache_dir, shared_dir
 
 __all__ = ["CifarResNet", "CIFAR10_LABELS", "convert_checkpoint"]
@@ -130,7 +131,20 @@ def convert_checkpoint(source: str | Path) -> Path:
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
     target = cache_dir() / f"{source.stem}-{digest}.safetensors"
     if not target.is_file():
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+            raise DecompValueError(
+                f"Could not read CIFAR ResNet checkpoint {source} safely ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'empty or truncated'}). Only tensors are loaded "
+                f"(weights_only=True); use the original checkpoint or re-save it as a plain state dict."
+            ) from e
+        state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise DecompValueError(
+                f"CIFAR ResNet checkpoint {source} holds no state dict of tensors (found {type(checkpoint).__name__}); "
+                f"use the original checkpoint (a dict with 'state_dict')."
+            )
         tensors = {k: v.contiguous() for k, v in _strip_data_parallel(checkpoint).items()}
         partial = target.with_suffix(".partial")
         save_file(tensors, partial, metadata={"source": source.name})

@@ -22,7 +22,7 @@ import torch.nn as nn
 from PIL import Image
 
 from ..errors import DecompFileError, DecompValueError
-from .adapter import ClassifierAdapter, split_linear_head
+from .adapter import ClassifierAdapter, capture_head_inputs, concatenated_linear_head, split_linear_head
 from . import cifar_resnet  # noqa: F401  (registers cifar10_resnet* in timm)
 
 __all__ = ["load_classifier", "adapt_timm_model", "adapt_transformers_model", "ACCEPTED_MODEL_FORMS"]
@@ -78,6 +78,9 @@ def _resolve_source(name: str) -> tuple[str, str]:
     prefix, sep, rest = name.partition(":")
     if sep and prefix in ("timm",):
         return "timm", rest
+    if sep and prefix == "local-dir" and Path(rest).expanduser().is_dir():
+        folder = Path(rest).expanduser()  # a folder TimmWrapperForImageClassification saved loads through it
+        return ("timm", name) if _directory_source(folder) == "timm" else ("transformers", str(folder))
     if sep and prefix in ("hf-hub", "hf_hub", "local-dir"):
         return "timm", name
     if sep and prefix in ("transformers", "hf"):
@@ -109,7 +112,14 @@ def _directory_source(path: Path) -> str:
             f"Model directory {str(path)!r} has no config.json; save the model with timm's "
             f"save_for_hf / push_to_hub or transformers' save_pretrained."
         )
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DecompValueError(f"{config_file} is not valid JSON ({e}); re-save the model.") from e
+    if not isinstance(config, dict):
+        raise DecompValueError(f"{config_file} holds {type(config).__name__}, not a JSON object; re-save the model.")
+    if config.get("model_type") == "timm_wrapper":
+        return "transformers"  # saved by transformers' TimmWrapperForImageClassification
     if "architecture" in config:
         return "timm"
     if "model_type" in config:
@@ -144,8 +154,10 @@ def _timm_from_checkpoint(arch: str, checkpoint: Path) -> nn.Module:
             f"Could not read checkpoint {checkpoint} safely ({type(e).__name__}: {str(e).splitlines()[0]}). "
             f"Only tensors are loaded (weights_only=True); re-save it as a plain state dict or safetensors."
         ) from e
-    classifier_key = timm.models.get_pretrained_cfg_value(arch.split(".")[0], "classifier") or "fc"
-    weight = state_dict.get(f"{classifier_key}.weight")
+    classifier_keys = timm.models.get_pretrained_cfg_value(arch.split(".")[0], "classifier") or "fc"
+    if isinstance(classifier_keys, str):
+        classifier_keys = (classifier_keys,)  # distilled models name two heads: ("head", "head_dist")
+    weight = next((state_dict[f"{key}.weight"] for key in classifier_keys if f"{key}.weight" in state_dict), None)
     kwargs = {"num_classes": weight.shape[0]} if weight is not None else {}
     model = timm.create_model(arch, pretrained=False, **kwargs)
     try:
@@ -185,17 +197,28 @@ def adapt_timm_model(model: nn.Module, name: str | None = None) -> ClassifierAda
     """Wrap a timm model (any with ``forward_features``/``forward_head``/``get_classifier``)."""
     model.eval()
     name = name or getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-    classifier = split_linear_head(model.get_classifier(), name)
+    head = model.get_classifier()
     data_config = timm.data.resolve_model_data_config(model)
     transform = timm.data.create_transform(**data_config, is_training=False)
-
-    def features_fn(x: torch.Tensor) -> torch.Tensor:
-        return model.forward_head(model.forward_features(x), pre_logits=True)
-
-    maps_fn = model.forward_features
     input_size = tuple(data_config["input_size"])
-    if not _maps_pool_to_features(maps_fn, features_fn, input_size):
+    if isinstance(head, (tuple, list)):
+        # Distilled models average several heads: one linear layer over their concatenated inputs.
+        heads = list(head)
+        classifier = concatenated_linear_head(heads, name)
+
+        def features_fn(x: torch.Tensor) -> torch.Tensor:
+            return capture_head_inputs(model, heads, lambda: model(x))
+
         maps_fn = None
+    else:
+        classifier = split_linear_head(head, name)
+
+        def features_fn(x: torch.Tensor) -> torch.Tensor:
+            return model.forward_head(model.forward_features(x), pre_logits=True)
+
+        maps_fn = model.forward_features
+        if not _maps_pool_to_features(maps_fn, features_fn, input_size):
+            maps_fn = None
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     adapter = ClassifierAdapter(
         model=model,
@@ -208,7 +231,7 @@ def adapt_timm_model(model: nn.Module, name: str | None = None) -> ClassifierAda
         source="timm",
         input_size=input_size,
         config={"architecture": cfg.get("architecture"), "pretrained_cfg": _json_safe(cfg),
-                "data_config": _json_safe(data_config)},
+                "data_config": _json_safe(data_config), "concatenated_heads": _module_names(model, head) if isinstance(head, (tuple, list)) else None},
     )
     adapter.verify_linear_head()
     return adapter
@@ -243,6 +266,8 @@ def adapt_transformers_model(model_or_path, name: str | None = None, processor=N
         name = name or str(model_or_path)
         try:
             model = AutoModelForImageClassification.from_pretrained(str(model_or_path))
+            if _is_timm_wrapper(model):
+                return _adapt_timm_wrapper(model, name)
             processor = processor or AutoImageProcessor.from_pretrained(str(model_or_path))
         except OSError as e:
             raise DecompFileError(
@@ -252,6 +277,8 @@ def adapt_transformers_model(model_or_path, name: str | None = None, processor=N
     else:
         model = model_or_path
         name = name or getattr(model.config, "name_or_path", None) or type(model).__name__
+        if _is_timm_wrapper(model):
+            return _adapt_timm_wrapper(model, name)
         if processor is None:
             raise TypeError("adapt_transformers_model(model) needs processor= (an image processor)")
     model.eval()
@@ -291,6 +318,34 @@ def adapt_transformers_model(model_or_path, name: str | None = None, processor=N
                 "processor_config": processor.to_dict() if hasattr(processor, "to_dict") else None},
     )
     adapter.verify_linear_head()
+    return adapter
+
+
+def _module_names(model: nn.Module, modules) -> list[str]:
+    """Dotted names of ``modules`` inside ``model``, in the order given."""
+    names = {id(m): name for name, m in model.named_modules()}
+    return [names[id(m)] for m in modules]
+
+
+def _is_timm_wrapper(model: nn.Module) -> bool:
+    """transformers' TimmWrapperForImageClassification: what AutoModelForImageClassification returns for
+    timm Hub models (transformers >= 4.47); the real classifier sits in ``model.timm_model``."""
+    return getattr(getattr(model, "config", None), "model_type", None) == "timm_wrapper" and hasattr(model, "timm_model")
+
+
+def _adapt_timm_wrapper(wrapper: nn.Module, name: str) -> ClassifierAdapter:
+    """The wrapped timm model through timm's own interface (features, head, eval transform); the
+    labels are the wrapper's ``id2label`` (what transformers users see)."""
+    timm_model = wrapper.timm_model
+    # The wrapper's config.json pretrained_cfg (what its TimmWrapperImageProcessor reads) is the truth.
+    cfg = {**(getattr(timm_model, "pretrained_cfg", None) or {}), **(wrapper.config.pretrained_cfg or {})}
+    cfg.setdefault("architecture", wrapper.config.architecture)
+    timm_model.pretrained_cfg = cfg
+    adapter = adapt_timm_model(timm_model, name=name)
+    id2label = wrapper.config.id2label or {}
+    labels = [id2label.get(i, id2label.get(str(i))) for i in range(adapter.num_classes)]
+    if all(labels) and labels != [f"LABEL_{i}" for i in range(adapter.num_classes)]:
+        adapter.label_names = labels
     return adapter
 
 

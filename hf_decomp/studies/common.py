@@ -127,12 +127,27 @@ def batched(features: torch.Tensor, labels: torch.Tensor, batch_size: int = 8192
 
 
 def evaluate_sets(mf: ModelFeatures, index_sets, seed: int = 0) -> dict:
-    """Full vs decomposed accuracy, rho and noise ablation of ``index_sets`` on the eval features."""
+    """Full vs decomposed accuracy, rho and noise ablation of ``index_sets`` on the eval features.
+
+    Accuracies, rho and per-class rho come from the packaged ``decomposition`` evaluate metric (fed the
+    predictions batch by batch); the noise ablation from the streaming accumulator.
+    """
+    from ..metrics import shared
+
     head = DecomposedLinear(mf.weight, mf.bias, index_sets)
     accumulator = EvaluationAccumulator(mf.weight, mf.bias, head, seed=seed)
-    for x, y in batched(mf.test_features, mf.test_labels):
-        accumulator.update(x, y)
+    metric = shared("decomposition")
+    with torch.no_grad():
+        for x, y in batched(mf.test_features, mf.test_labels):
+            accumulator.update(x, y)
+            finite = torch.isfinite(x).all(dim=1)  # the accumulator skips (and counts) non-finite samples
+            x, y = x[finite].to(mf.weight.dtype), y[finite]
+            metric.add_batch(predictions=head(x).argmax(1), references=y,
+                             full_predictions=torch.nn.functional.linear(x, mf.weight, mf.bias).argmax(1))
     result = accumulator.result(mf.label_names)
+    scores = metric.compute(label_names=mf.label_names)
+    result.update(full_accuracy=scores["full_accuracy"], decomposed_accuracy=scores["decomposed_accuracy"],
+                  rho=scores["rho"], per_class_rho={name: c["rho"] for name, c in scores["per_class"].items()})
     result["multiply_adds"] = {"full": mf.num_classes * mf.num_features, "decomposed": head.multiply_adds}
     return result
 
