@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from .data import ImageSplit, default_eval_split, load_image_split, split_names
 from .errors import DecompValueError
 from .evaluation import EvaluationAccumulator
-from .distributed import check_exact_once, raise_if_any_failed, reduce_count, reduce_sum_
+from .distributed import (check_exact_once, per_process, raise_if_any_failed, reduce_count, reduce_sum_,
+                          single_process_launch_warning)
 from .feature_cache import feature_cache_key
 from .features import FeaturePass, make_accelerator
 from .head import DecomposedLinear
@@ -131,6 +132,7 @@ def _finish_pass(feature_pass: FeaturePass, split: ImageSplit, accelerator, nonf
     """Counters summed over processes, after checking each row was read exactly once."""
     totals = {name: reduce_count(value, accelerator) for name, value in _pass_counters(feature_pass).items()}
     check_exact_once(split, totals["seen_images"] + totals["skipped_images"])
+    totals["rows_per_process"] = per_process(feature_pass.seen_images + feature_pass.skipped_images, accelerator)
     totals["rows"] = totals["seen_images"] + totals["skipped_images"]
     totals["nonfinite_samples"] = nonfinite
     return totals
@@ -198,6 +200,7 @@ def evaluate_decomposition(
     result = evaluator.result(adapter.label_names)
     result["skipped_images"] = info["skipped_images"]
     result["resized_images"] = info["resized_images"]
+    result["rows_per_process"] = info["rows_per_process"]
     head.to("cpu")
     for extra in (extra_heads or {}).values():
         extra.to("cpu")
@@ -324,6 +327,9 @@ def analyze(
                         f"{adapter.input_size[1]}x{adapter.input_size[2]} in [{train.split}]")
     if stats_info["nonfinite_samples"]:
         warnings.append(f"{stats_info['nonfinite_samples']} samples with NaN/inf features ignored in [{train.split}]")
+    launch_warning = single_process_launch_warning(accelerator)
+    if launch_warning:
+        warnings.append(launch_warning)
     for message in warnings:
         logger.warning(message)
 
@@ -365,6 +371,9 @@ def analyze(
                        "nonfinite_samples": int(stats.nonfinite_samples)},
         "evaluation": {k: evaluation[k] for k in ("eval_samples", "skipped_images", "resized_images",
                                                   "nonfinite_samples", "per_class")},
+        "processes": {"num_processes": accelerator.num_processes,  # how the work was split
+                      "rows_per_process": {"statistics": stats_info["rows_per_process"],
+                                           "evaluation": evaluation["rows_per_process"]}},
         "seed": seed,
         "warnings": warnings,
         "versions": _versions(),
