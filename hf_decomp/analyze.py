@@ -274,8 +274,10 @@ def analyze(
         >>> result = analyze("cifar10_resnet20", k1=5, k2=5, limit=1000, eval_limit=500)  # doctest: +SKIP
         >>> round(result.metrics["rho"], 3)  # doctest: +SKIP
     """
-    if out_dir is not None:
-        check_output_dir(out_dir, overwrite)  # fail before hours of work, not after
+    if out_dir is not None:  # fail before hours of work, not after; never write over an input
+        check_output_dir(out_dir, overwrite, inputs={
+            "dataset": dataset if isinstance(dataset, (str, Path)) else None, "checkpoint": checkpoint,
+            "checkpoint_dir": checkpoint_dir, "model": model if isinstance(model, (str, Path)) else None})
     if coverage is not None:
         method, k2 = ("coverage" if method == "histogram" else method), None
     accelerator = accelerator or make_accelerator(mixed_precision=mixed_precision)

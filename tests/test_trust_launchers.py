@@ -4,17 +4,14 @@ that were started, and metrics.json records the split."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import timm
 
+from helpers_trust import subprocess_env, tiny_colour_model
 from hf_decomp.cli import main as cli_main
-
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,21 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ARGS = ["--batch-size", "5", "--num-workers", "0", "--k1", "2", "--k2", "2"]
 
 
-def _tiny_model(folder: Path) -> Path:
-    """timm's test_resnet with random weights and the colour dataset's class names."""
-    model = timm.create_model("test_resnet", num_classes=3, pretrained=False)
-    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 32, 32), "crop_pct": 1.0}
-    timm.models.save_for_hf(model, str(folder), model_config={"label_names": ["red", "green", "blue"]})
-    return folder
-
-
 def _launch(launcher: list[str], model: Path, dataset: Path, out: Path) -> dict:
     command = [*launcher, "-m", "hf_decomp", "analyze", "--model", str(model), "--dataset", str(dataset),
                "--out", str(out), *ARGS]
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR")}
-    env.update({"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1",
-                "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""})
-    completed = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(command, cwd=out.parent, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert completed.stdout.count("full accuracy") == 1  # one process reports
     return json.loads((out / "metrics.json").read_text())
@@ -44,7 +30,7 @@ def _launch(launcher: list[str], model: Path, dataset: Path, out: Path) -> dict:
 
 @pytest.fixture
 def single_process_metrics(color_dataset, tmp_path) -> tuple[Path, dict]:
-    model = _tiny_model(tmp_path / "model")
+    model = tiny_colour_model(tmp_path / "model")
     out = tmp_path / "single"
     assert cli_main(["analyze", "--model", str(model), "--dataset", str(color_dataset), "--out", str(out), *ARGS]) == 0
     return model, json.loads((out / "metrics.json").read_text())
