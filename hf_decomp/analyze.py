@@ -104,6 +104,11 @@ def _restore(checkpoint: PassCheckpoint | None, feature_pass: FeaturePass, tenso
     if missing:
         raise DecompValueError(f"Checkpoint {checkpoint.path} lacks or adds tensors {sorted(missing)}; "
                                f"delete it or drop --resume.")
+    wrong = [f"{name} {tuple(saved[name].shape)} {saved[name].dtype} (expected {tuple(t.shape)} {t.dtype})"
+             for name, t in tensors.items() if saved[name].shape != t.shape or saved[name].dtype != t.dtype]
+    if wrong:
+        raise DecompValueError(f"Checkpoint {checkpoint.path} holds tensors of another shape or type: "
+                               f"{'; '.join(wrong[:3])}; delete it or drop --resume.")
     for name, tensor in tensors.items():
         tensor.copy_(saved[name])
     feature_pass.start_batch = int(state["position"])
