@@ -163,5 +163,34 @@ def cached_features(
         return cache.load()
     accelerator = accelerator or make_accelerator()
     feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"features [{split.split}]")
-    cache.write(feature_pass, key)
+    if accelerator.num_processes <= 1:
+        cache.write(feature_pass, key)
+        return cache.load()
+    batches = _gathered_batches(feature_pass, split, accelerator)
+    if accelerator.is_main_process:  # one writer; the others read what it wrote
+        cache.write(batches, key)
+    accelerator.wait_for_everyone()
     return cache.load()
+
+
+def _gathered_batches(feature_pass: FeaturePass, split: ImageSplit, accelerator) -> list:
+    """Every process's batches on every process, in the order of a one-process pass (map-style data: process
+    ``p`` read global batches ``p, p + N, ...``); streamed shares are put one after the other."""
+    from accelerate.utils import gather_object
+
+    from .distributed import check_exact_once, raise_if_any_failed
+
+    mine, error = [], None
+    try:
+        for features, labels in feature_pass:
+            order = (feature_pass.position - 1) * accelerator.num_processes + accelerator.process_index
+            if split.streaming:
+                order = (accelerator.process_index, feature_pass.position)
+            mine.append((order, features.cpu(), labels.cpu()))
+    except Exception as e:  # noqa: BLE001 - re-raised on every process
+        error = e
+    raise_if_any_failed(error, accelerator)
+    rows = gather_object([feature_pass.seen_images + feature_pass.skipped_images])
+    check_exact_once(split, sum(rows))
+    gathered = sorted(gather_object(mine), key=lambda item: item[0])
+    return [(features, labels) for _, features, labels in gathered]

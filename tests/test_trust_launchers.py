@@ -80,3 +80,45 @@ def test_accelerator_joins_launched_cpu_processes(monkeypatch):
     assert not launched_without_accelerator()
     monkeypatch.delenv("WORLD_SIZE")
     assert not launched_without_accelerator()
+
+
+# Feature caches (refit, studies) under torchrun: one writer, every row once, the one-process order.
+CACHE_DRIVER = """
+import sys, torch
+from hf_decomp.data import load_image_split
+from hf_decomp.feature_cache import cached_features
+from hf_decomp.features import make_accelerator
+from hf_decomp.models import load_classifier
+
+accelerator = make_accelerator()
+adapter = load_classifier(sys.argv[1])
+features, labels = cached_features(adapter, load_image_split(sys.argv[2], "train"), sys.argv[3], batch_size=5,
+                                   num_workers=0)
+torch.save({"features": features, "labels": labels, "num_processes": accelerator.num_processes},
+           f"{sys.argv[3]}-rank{accelerator.process_index}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_feature_cache_under_torchrun_matches_one_process(color_dataset, tmp_path):
+    import torch
+
+    from hf_decomp.data import load_image_split
+    from hf_decomp.feature_cache import cached_features
+    from hf_decomp.models import load_classifier
+
+    model = tiny_colour_model(tmp_path / "model")
+    driver = tmp_path / "cache_driver.py"
+    driver.write_text(CACHE_DRIVER)
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(driver),
+               str(model), str(color_dataset), str(cache)]
+    completed = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    single = cached_features(load_classifier(str(model)), load_image_split(str(color_dataset), "train"),
+                             tmp_path / "single", batch_size=5, num_workers=0)
+    for rank in (0, 1):
+        got = torch.load(f"{cache}-rank{rank}.pt", weights_only=True)
+        assert got["num_processes"] == 2
+        assert torch.equal(got["labels"], single[1]) and torch.allclose(got["features"], single[0], atol=1e-6)
