@@ -30,7 +30,9 @@ def launched_without_accelerator() -> bool:
         world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     except ValueError:
         return False
-    return world_size > 1 and not torch.accelerator.is_available()
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ... alike
+    available = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return world_size > 1 and not available
 
 
 def make_accelerator(cpu: bool = False, mixed_precision: str | None = None) -> Accelerator:
