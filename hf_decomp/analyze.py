@@ -14,7 +14,8 @@ from .data import ImageSplit, default_eval_split, load_image_split, split_names
 from .data.labels import align_labels
 from .errors import DecompValueError
 from .evaluation import EvaluationAccumulator
-from .distributed import check_exact_once, raise_if_any_failed, reduce_count, reduce_sum_
+from .distributed import (check_exact_once, per_process, raise_if_any_failed, reduce_count, reduce_sum_,
+                          single_process_launch_warning)
 from .feature_cache import feature_cache_key
 from .features import FeaturePass, make_accelerator
 from .head import DecomposedLinear
@@ -113,6 +114,11 @@ def _restore(checkpoint: PassCheckpoint | None, feature_pass: FeaturePass, tenso
     if missing:
         raise DecompValueError(f"Checkpoint {checkpoint.path} lacks or adds tensors {sorted(missing)}; "
                                f"delete it or drop --resume.")
+    wrong = [f"{name} {tuple(saved[name].shape)} {saved[name].dtype} (expected {tuple(t.shape)} {t.dtype})"
+             for name, t in tensors.items() if saved[name].shape != t.shape or saved[name].dtype != t.dtype]
+    if wrong:
+        raise DecompValueError(f"Checkpoint {checkpoint.path} holds tensors of another shape or type: "
+                               f"{'; '.join(wrong[:3])}; delete it or drop --resume.")
     for name, tensor in tensors.items():
         tensor.copy_(saved[name])
     feature_pass.start_batch = int(state["position"])
@@ -141,6 +147,7 @@ def _finish_pass(feature_pass: FeaturePass, split: ImageSplit, accelerator, nonf
     """Counters summed over processes, after checking each row was read exactly once."""
     totals = {name: reduce_count(value, accelerator) for name, value in _pass_counters(feature_pass).items()}
     check_exact_once(split, totals["seen_images"] + totals["skipped_images"])
+    totals["rows_per_process"] = per_process(feature_pass.seen_images + feature_pass.skipped_images, accelerator)
     totals["rows"] = totals["seen_images"] + totals["skipped_images"]
     totals["nonfinite_samples"] = nonfinite
     return totals
@@ -211,6 +218,7 @@ def evaluate_decomposition(
     result = evaluator.result(adapter.label_names)
     result["skipped_images"] = info["skipped_images"]
     result["resized_images"] = info["resized_images"]
+    result["rows_per_process"] = info["rows_per_process"]
     head.to("cpu")
     for extra in (extra_heads or {}).values():
         extra.to("cpu")
@@ -281,8 +289,10 @@ def analyze(
         >>> round(result.metrics["rho"], 3)  # doctest: +SKIP
     """
     check_positive_int("batch_size", batch_size, "--batch-size")
-    if out_dir is not None:
-        check_output_dir(out_dir, overwrite)  # fail before hours of work, not after
+    if out_dir is not None:  # fail before hours of work, not after; never write over an input
+        check_output_dir(out_dir, overwrite, inputs={
+            "dataset": dataset if isinstance(dataset, (str, Path)) else None, "checkpoint": checkpoint,
+            "checkpoint_dir": checkpoint_dir, "model": model if isinstance(model, (str, Path)) else None})
     if coverage is not None:
         method, k2 = ("coverage" if method == "histogram" else method), None
     accelerator = accelerator or make_accelerator(mixed_precision=mixed_precision)
@@ -334,6 +344,9 @@ def analyze(
                         f"{adapter.input_size[1]}x{adapter.input_size[2]} in [{train.split}]")
     if stats_info["nonfinite_samples"]:
         warnings.append(f"{stats_info['nonfinite_samples']} samples with NaN/inf features ignored in [{train.split}]")
+    launch_warning = single_process_launch_warning(accelerator)
+    if launch_warning:
+        warnings.append(launch_warning)
     for message in warnings:
         logger.warning(message)
     warnings += _label_warnings(label_info)  # align_labels has logged these
@@ -377,6 +390,9 @@ def analyze(
                        "nonfinite_samples": int(stats.nonfinite_samples)},
         "evaluation": {k: evaluation[k] for k in ("eval_samples", "skipped_images", "resized_images",
                                                   "nonfinite_samples", "per_class")},
+        "processes": {"num_processes": accelerator.num_processes,  # how the work was split
+                      "rows_per_process": {"statistics": stats_info["rows_per_process"],
+                                           "evaluation": evaluation["rows_per_process"]}},
         "seed": seed,
         "warnings": warnings,
         "versions": _versions(),

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from .commands.common import check_out
+
+        check_out(args)  # every subcommand with --out: refuse an input or an unwritable place before work
         return int(args.func(args) or 0)
     except DecompError as e:
         print(f"hf-decomp {args.command}: error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ Statistics and evaluation counts are sums, so the per-process results are added 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 from datasets.distributed import split_dataset_by_node
@@ -21,7 +22,8 @@ from datasets.distributed import split_dataset_by_node
 from .data import ImageSplit
 from .errors import DecompValueError
 
-__all__ = ["shard_split", "reduce_sum_", "reduce_count", "check_exact_once", "raise_if_any_failed"]
+__all__ = ["shard_split", "reduce_sum_", "reduce_count", "per_process", "check_exact_once", "raise_if_any_failed",
+           "single_process_launch_warning"]
 
 
 def shard_split(split: ImageSplit, process_index: int, num_processes: int) -> ImageSplit:
@@ -57,6 +59,31 @@ def reduce_count(value: int, accelerator) -> int:
     if accelerator.num_processes <= 1:
         return int(value)
     return int(accelerator.reduce(torch.tensor(int(value), device=accelerator.device), reduction="sum"))
+
+
+def per_process(value: int, accelerator) -> list[int]:
+    """``value`` of every process, in rank order (collective: every process calls it)."""
+    if accelerator.num_processes <= 1:
+        return [int(value)]
+    from accelerate.utils import gather_object
+
+    return [int(v) for v in gather_object([int(value)])]
+
+
+def single_process_launch_warning(accelerator) -> str | None:
+    """A warning when ``accelerate launch --cpu --num_processes N`` started one process instead of N.
+
+    accelerate runs several CPU processes only through mpirun (``--mpirun_hostfile``); its simple launcher
+    starts one process and ignores ``--num_processes``. That process reads all the data once, which is
+    correct but not what was asked, so say so.
+    """
+    cpu_launch = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1", "yes")
+    several_asked = "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ  # set only for N > 1
+    if accelerator.num_processes == 1 and cpu_launch and several_asked:
+        return ("accelerate launch --cpu started 1 process (accelerate ignores --num_processes on CPU without "
+                "mpirun); for N CPU processes use torchrun --nproc_per_node N -m hf_decomp ... or "
+                "accelerate launch --multi_gpu --num_processes N")
+    return None
 
 
 def check_exact_once(split: ImageSplit, rows_seen: int) -> None:

@@ -24,3 +24,7 @@ class UnsupportedHeadError(DecompValueError):
 
 class OutputExistsError(DecompError, FileExistsError):
     """The output directory already holds results."""
+
+
+class OutputLocationError(DecompError, PermissionError):
+    """``--out`` cannot be written, or writing it would destroy an input."""

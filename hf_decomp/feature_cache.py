@@ -14,28 +14,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .data import ImageSplit
 from .errors import DecompValueError
 from .features import FeaturePass, make_accelerator
+from .fingerprint import data_fingerprint, explain_key_difference, weights_digest
 from .io_utils import atomic_write_json
 from .models import ClassifierAdapter
 from .paths import cache_dir
 
 __all__ = ["feature_cache_key", "FeatureCache", "cached_features"]
 
-CACHE_FORMAT = "hf-decomp-features/1"
+CACHE_FORMAT = "hf-decomp-features/2"
 
 
 def feature_cache_key(adapter: ClassifierAdapter, split: ImageSplit, extra: dict | None = None) -> dict:
-    """What determines the features: model, weights fingerprint, preprocessing and data."""
-    weight = adapter.weight.detach().float().cpu()
-    fingerprint = hashlib.sha256(weight.numpy().tobytes() + adapter.bias.detach().float().cpu().numpy().tobytes())
+    """What determines the features: model, a digest of all its weights, preprocessing and the data's
+    fingerprint (see :mod:`hf_decomp.fingerprint`)."""
     return {
         "format": CACHE_FORMAT,
         "model": adapter.name,
-        "classifier_sha256": fingerprint.hexdigest()[:16],
+        "weights_sha256": weights_digest(adapter),
+        "data_fingerprint": data_fingerprint(split),
         "num_features": adapter.num_features,
         "num_classes": adapter.num_classes,
         "transform": repr(adapter.transform),
@@ -55,10 +57,25 @@ class FeatureCache:
         return self.directory / "meta.json"
 
     def is_complete(self) -> bool:
-        return self.meta_path.is_file() and json.loads(self.meta_path.read_text()).get("complete", False)
+        return self.meta_path.is_file() and self.meta().get("complete", False) is True
+
+    def _unreadable(self, what: Path, error: BaseException) -> DecompValueError:
+        return DecompValueError(
+            f"Feature cache {self.directory} is damaged: {what.name} is unreadable ({type(error).__name__}: "
+            f"{error}). Delete the folder {self.directory} and run again to recompute the features."
+        )
 
     def meta(self) -> dict:
-        return json.loads(self.meta_path.read_text())
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("key", {}), dict):
+                raise ValueError("not a JSON object with a 'key' object")
+            if meta.get("complete") and not (isinstance(meta.get("num_samples"), int)
+                                             and isinstance(meta.get("num_shards"), int)):
+                raise ValueError("num_samples / num_shards are not integers")
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise self._unreadable(self.meta_path, e) from e
+        return meta
 
     def check_matches(self, key: dict) -> None:
         """Refuse a cache made for another model or dataset, naming the fields that differ."""
@@ -67,8 +84,8 @@ class FeatureCache:
         if different:
             details = "; ".join(f"{k}: cached {a!r}, asked {b!r}" for k, (a, b) in different.items())
             raise DecompValueError(
-                f"Feature cache {self.directory} was made for other inputs ({details}). Use another "
-                f"--cache-dir or delete that folder."
+                f"Feature cache {self.directory} was made for other inputs ({explain_key_difference(different)}"
+                f"{details}). Use another --cache-dir or delete that folder."
             )
 
     def write(self, batches, key: dict, shard_size: int = 65_536) -> None:
@@ -96,16 +113,32 @@ class FeatureCache:
         atomic_write_json(self.meta_path, {"key": key, "num_samples": count, "num_shards": shards, "complete": True})
 
     def iter_shards(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for path in sorted(self.directory.glob("shard-*.safetensors")):
-            tensors = load_file(path)
-            yield tensors["features"], tensors["labels"]
+        meta = self.meta()
+        paths = sorted(self.directory.glob("shard-*.safetensors"))
+        if meta.get("complete") and len(paths) != meta["num_shards"]:
+            raise self._unreadable(self.meta_path, ValueError(
+                f"{len(paths)} shard files, meta.json lists {meta['num_shards']}"))
+        for path in paths:
+            try:
+                tensors = load_file(path)
+                features, labels = tensors["features"], tensors["labels"]
+                if features.ndim != 2 or labels.shape != features.shape[:1]:
+                    raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} disagree")
+            except (SafetensorError, OSError, ValueError, KeyError) as e:
+                raise self._unreadable(path, e) from e
+            yield features, labels
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         shards = list(self.iter_shards())
         if not shards:
             num_features = self.meta()["key"]["num_features"]
             return torch.empty(0, num_features), torch.empty(0, dtype=torch.long)
-        return torch.cat([f for f, _ in shards]), torch.cat([l for _, l in shards])
+        features, labels = torch.cat([f for f, _ in shards]), torch.cat([l for _, l in shards])
+        expected = self.meta().get("num_samples")
+        if expected is not None and features.shape[0] != expected:
+            raise self._unreadable(self.meta_path, ValueError(
+                f"the shards hold {features.shape[0]} samples, meta.json says {expected}"))
+        return features, labels
 
 
 def cached_features(
@@ -130,5 +163,34 @@ def cached_features(
         return cache.load()
     accelerator = accelerator or make_accelerator()
     feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"features [{split.split}]")
-    cache.write(feature_pass, key)
+    if accelerator.num_processes <= 1:
+        cache.write(feature_pass, key)
+        return cache.load()
+    batches = _gathered_batches(feature_pass, split, accelerator)
+    if accelerator.is_main_process:  # one writer; the others read what it wrote
+        cache.write(batches, key)
+    accelerator.wait_for_everyone()
     return cache.load()
+
+
+def _gathered_batches(feature_pass: FeaturePass, split: ImageSplit, accelerator) -> list:
+    """Every process's batches on every process, in the order of a one-process pass (map-style data: process
+    ``p`` read global batches ``p, p + N, ...``); streamed shares are put one after the other."""
+    from accelerate.utils import gather_object
+
+    from .distributed import check_exact_once, raise_if_any_failed
+
+    mine, error = [], None
+    try:
+        for features, labels in feature_pass:
+            order = (feature_pass.position - 1) * accelerator.num_processes + accelerator.process_index
+            if split.streaming:
+                order = (accelerator.process_index, feature_pass.position)
+            mine.append((order, features.cpu(), labels.cpu()))
+    except Exception as e:  # noqa: BLE001 - re-raised on every process
+        error = e
+    raise_if_any_failed(error, accelerator)
+    rows = gather_object([feature_pass.seen_images + feature_pass.skipped_images])
+    check_exact_once(split, sum(rows))
+    gathered = sorted(gather_object(mine), key=lambda item: item[0])
+    return [(features, labels) for _, features, labels in gathered]

@@ -6,6 +6,7 @@ data (no padded duplicates: ``even_batches=False``), and only the main process s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,13 +22,30 @@ from .errors import DecompValueError
 from .models import ClassifierAdapter
 from .checks import check_positive_int
 
-__all__ = ["FeaturePass", "make_accelerator", "collect_features"]
+__all__ = ["FeaturePass", "make_accelerator", "launched_without_accelerator", "collect_features"]
+
+
+def launched_without_accelerator() -> bool:
+    """Whether a launcher (torchrun, ``accelerate launch --multi_gpu``) started several processes on a
+    machine with no accelerator: accelerate then joins them only when told ``cpu=True`` (gloo);
+    otherwise each process believes it is alone and reads the whole dataset."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        return False
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ... alike
+    available = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return world_size > 1 and not available
 
 
 def make_accelerator(cpu: bool = False, mixed_precision: str | None = None) -> Accelerator:
-    """An Accelerator whose data loaders never duplicate samples to even out processes."""
+    """An Accelerator whose data loaders never duplicate samples to even out processes.
+
+    Under torchrun on a CPU-only machine it runs on CPU across the launched processes (gloo), so each
+    process reads its own share, exactly as on GPUs.
+    """
     return Accelerator(
-        cpu=cpu,
+        cpu=cpu or launched_without_accelerator(),
         mixed_precision=mixed_precision,
         dataloader_config=DataLoaderConfiguration(even_batches=False),
     )

@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import DecompValueError
+from .fingerprint import explain_key_difference
 from .io_utils import atomic_write_json
 
 __all__ = ["CheckpointConfig", "PassCheckpoint", "CHECKPOINT_FORMAT", "key_digest", "default_checkpoint_dir"]
@@ -116,6 +117,9 @@ class PassCheckpoint:
                 f"Checkpoint {self.path} is unreadable ({type(e).__name__}: {e}); delete it to start this pass "
                 f"over, or drop --resume."
             ) from e
+        if not isinstance(state, dict):
+            raise DecompValueError(f"Checkpoint {self.path} has metadata that is not a JSON object (edited?); "
+                                   f"delete it to start this pass over, or drop --resume.")
         if state.get("format") != CHECKPOINT_FORMAT:
             raise DecompValueError(f"Checkpoint {self.path} has format {state.get('format')!r}, expected "
                                    f"{CHECKPOINT_FORMAT!r}; delete it or drop --resume.")
@@ -125,10 +129,18 @@ class PassCheckpoint:
             details = "; ".join(f"{k}: checkpoint {stored.get(k)!r}, now {_jsonable(self.key).get(k)!r}"
                                 for k in different[:5])
             raise DecompValueError(
-                f"Checkpoint {self.path} belongs to another run ({details}). Resume with the same settings, "
+                f"Checkpoint {self.path} belongs to another run ({explain_key_difference(different)}{details}). "
+                f"Resume with the same model, data and settings, "
                 f"or drop --resume to start over (the checkpoint will be replaced)."
             )
-        self._batches_at_last_save = int(state["position"])
+        position, complete = state.get("position"), state.get("complete")
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0 \
+                or not isinstance(complete, bool):
+            raise DecompValueError(
+                f"Checkpoint {self.path} has edited or damaged metadata (position={position!r}, "
+                f"complete={complete!r}; expected a batch count >= 0 and true/false). Delete it to start this "
+                f"pass over, or drop --resume.")
+        self._batches_at_last_save = position
         return tensors, state
 
     def due(self, position: int) -> bool:

@@ -92,3 +92,34 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        help="autocast the forward pass (default: accelerate's config, else no)")
     group.add_argument("--channels-last", action="store_true",
                        help="channels-last inputs and weights (faster convolutions on recent GPUs)")
+
+
+# Arguments that name things a subcommand reads: --out must be none of them, inside none and contain none.
+INPUT_ARGUMENTS = {"dataset": "--dataset", "indices": "--indices", "checkpoint": "--checkpoint",
+                   "cache_dir": "--cache-dir", "checkpoint_dir": "--checkpoint-dir", "model": "--model",
+                   "models": "--models", "imagenet_dataset": "--imagenet-dataset", "label_map": "--label-map"}
+
+
+def input_paths(args: argparse.Namespace) -> dict:
+    """flag -> path of every input a subcommand was given (and the defaults it reads: bundled data, cache)."""
+    from ..paths import cache_dir, default_cifar10_dataset
+
+    inputs = {}
+    for name, flag in INPUT_ARGUMENTS.items():
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item:
+                inputs[f"{flag} {item}" if isinstance(value, (list, tuple)) else flag] = item
+    if hasattr(args, "dataset") and args.dataset is None:
+        inputs["(the default dataset)"] = default_cifar10_dataset()
+    inputs["(the hf-decomp cache, $HF_DECOMP_CACHE)"] = str(cache_dir())
+    return inputs
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Before any work: --out is no input, can be written, and holds no results unless --overwrite."""
+    from ..io_utils import check_output_dir
+
+    out = getattr(args, "out", None)
+    if out is not None:
+        check_output_dir(out, bool(getattr(args, "overwrite", False)), inputs=input_paths(args))

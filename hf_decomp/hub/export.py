@@ -121,7 +121,7 @@ def save_decomposed_model(
     old_readme = out_dir / "README.md"
     keep_readme = (old_readme.read_text(encoding="utf-8") if old_readme.is_file() and not overwrite_card
                    and not card_is_generated(old_readme) else None)
-    with staged_output_dir(out_dir, overwrite) as staging:
+    with staged_output_dir(out_dir, overwrite, inputs={"--indices": figures_from}) as staging:
         model.save_pretrained(staging)
         pngs = sorted(Path(figures_from).glob("*.png")) if figures_from else []
         if pngs:

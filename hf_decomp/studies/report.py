@@ -190,7 +190,8 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
         raise DecompValueError(f"unknown studies {unknown}; choose from {', '.join(STUDIES)}")
     if not settings.models:
         raise DecompValueError("no models given; pass --models cifar10_resnet20,cifar10_resnet32,...")
-    check_output_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite, inputs={"dataset": settings.dataset, "cache_dir": settings.cache_dir,
+                                                "imagenet_dataset": settings.imagenet_dataset})
     if load is None:
         def load(name: str) -> ModelFeatures:
             return load_model_features(name, settings.dataset, limit=settings.limit, eval_limit=settings.eval_limit,
