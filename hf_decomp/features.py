@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 from tqdm.auto import tqdm
 
-from .data import ImageSplit, make_dataloader
+from .data import ImageSplit, device_batches, make_dataloader
 from .distributed import shard_split
 from .models import ClassifierAdapter
 
@@ -66,10 +66,12 @@ class FeaturePass:
         accelerator = self.accelerator
         split = shard_split(self.split, accelerator.process_index, accelerator.num_processes)
         loader = make_dataloader(split, self.adapter.transform, self.batch_size, self.num_workers,
-                                 input_size=self.adapter.input_size, with_keys=self.with_keys)
+                                 input_size=self.adapter.input_size, with_keys=self.with_keys,
+                                 device=accelerator.device)
         if split.streaming:  # already sharded by node; accelerate's iterable sharding would pad
             return loader, True
-        loader = accelerator.prepare_data_loader(loader)
+        # batches reach the device through device_batches (uint8 copy, normalisation there)
+        loader = accelerator.prepare_data_loader(loader, device_placement=False)
         if self.start_batch:
             loader = accelerator.skip_first_batches(loader, self.start_batch)
         return loader, False
@@ -83,10 +85,10 @@ class FeaturePass:
         bar = tqdm(total=total, initial=min(initial, total or initial), desc=self.description, unit="img",
                    dynamic_ncols=True, disable=not self.accelerator.is_local_main_process)
         device = self.accelerator.device
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.position = 0 if streaming else self.start_batch
         try:
-            for batch in loader:
+            for batch in device_batches(loader, device, memory_format):
                 self.position += 1
                 bar.update(batch["pixel_values"].shape[0] + int(batch["skipped"]))
                 if self.position <= self.start_batch:  # streaming resume: already counted in the checkpoint
@@ -96,11 +98,10 @@ class FeaturePass:
                 pixel_values = batch["pixel_values"]
                 if pixel_values.shape[0] == 0:
                     continue
-                pixel_values = pixel_values.to(device, non_blocking=True, memory_format=memory_format)
                 with torch.inference_mode(), self.accelerator.autocast():
                     features = self.adapter.forward_features(pixel_values)
                 self.seen_images += pixel_values.shape[0]
-                labels = batch["labels"].to(device)
+                labels = batch["labels"]
                 if self.with_keys:
                     yield features.float(), labels, batch["keys"].cpu()
                 else:
