@@ -43,6 +43,8 @@ class FeaturePass:
             map-style splits skip the indices without reading them, streaming splits read and drop them.
         with_keys: yield (features, labels, keys) with the per-image content keys of the collator.
         channels_last: feed the model channels-last inputs (faster convolutions on recent GPUs).
+        decode: ``"gpu"`` decodes JPEG images on a CUDA device (:mod:`hf_decomp.data.gpu_decode`);
+            the default ``"cpu"`` decodes in the loader workers (also the fallback without CUDA).
 
     ``position`` counts this process's batches consumed so far, ``start_batch`` included: after a
     yielded batch is used, saving the sums with ``position`` makes a checkpoint that resumes exactly.
@@ -61,23 +63,25 @@ class FeaturePass:
     with_keys: bool = False
     channels_last: bool = False
     position: int = 0
+    decode: str = "cpu"
 
     def _loader(self):
         accelerator = self.accelerator
         split = shard_split(self.split, accelerator.process_index, accelerator.num_processes)
         loader = make_dataloader(split, self.adapter.transform, self.batch_size, self.num_workers,
                                  input_size=self.adapter.input_size, with_keys=self.with_keys,
-                                 device=accelerator.device)
+                                 device=accelerator.device, decode=self.decode)
+        decoder = loader.collate_fn.device_decoder(accelerator.device)
         if split.streaming:  # already sharded by node; accelerate's iterable sharding would pad
-            return loader, True
+            return loader, True, decoder
         # batches reach the device through device_batches (uint8 copy, normalisation there)
         loader = accelerator.prepare_data_loader(loader, device_placement=False)
         if self.start_batch:
             loader = accelerator.skip_first_batches(loader, self.start_batch)
-        return loader, False
+        return loader, False, decoder
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        loader, streaming = self._loader()
+        loader, streaming, decoder = self._loader()
         total = self.split.num_rows
         if total is not None and self.accelerator.num_processes > 1:
             total = -(-total // self.accelerator.num_processes)
@@ -88,7 +92,7 @@ class FeaturePass:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.position = 0 if streaming else self.start_batch
         try:
-            for batch in device_batches(loader, device, memory_format):
+            for batch in device_batches(loader, device, memory_format, decoder):
                 self.position += 1
                 bar.update(batch["pixel_values"].shape[0] + int(batch["skipped"]))
                 if self.position <= self.start_batch:  # streaming resume: already counted in the checkpoint

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
 from .datasets import ImageSplit
+from .gpu_decode import decode_on_device, gpu_decode_available, is_jpeg
 from .preprocessing import split_preprocessing
 
 __all__ = ["ImageBatchCollator", "make_dataloader", "decode_image", "image_key", "default_num_workers"]
@@ -59,10 +61,14 @@ class ImageBatchCollator:
             transform without resize, e.g. CIFAR models fed 64 px images) is resized to it and counted.
             Images already at this size skip the geometric part when it would leave them unchanged.
         uint8: hand over uint8 batches when the transform allows it (False: always the float path).
+        decode: ``"gpu"`` leaves JPEG bytes undecoded: the batch holds ``encoded`` (a list of 1-D uint8
+            byte tensors, or (3, H, W) uint8 images for other formats) for
+            :func:`~hf_decomp.data.gpu_decode.decode_on_device`. Needs a transform with a uint8 split.
     """
 
     def __init__(self, transform: Callable, image_column: str, label_column: str | None,
-                 input_size: tuple[int, int, int] | None = None, with_keys: bool = False, uint8: bool = True):
+                 input_size: tuple[int, int, int] | None = None, with_keys: bool = False, uint8: bool = True,
+                 decode: str = "cpu"):
         self.transform = transform
         self.image_column = image_column
         self.label_column = label_column
@@ -71,6 +77,21 @@ class ImageBatchCollator:
         self.preprocessing = split_preprocessing(transform) if uint8 else None
         self.skip_at_input_size = (self.preprocessing is not None and self.input_size is not None
                                    and self.preprocessing.identity_at(*self.input_size[1:]))
+        self.decode = decode if self.preprocessing is not None and input_size is not None else "cpu"
+
+    def device_decoder(self, device):
+        """For ``decode="gpu"`` batches: ``encoded`` list -> uint8 (B, 3, H, W) on ``device``; else None."""
+        if self.decode != "gpu":
+            return None
+        return partial(decode_on_device, plan=self.preprocessing, device=device, input_size=self.input_size,
+                       skip_at_input_size=self.skip_at_input_size)
+
+    def _encoded(self, cell) -> torch.Tensor:
+        """JPEG bytes as a 1-D uint8 tensor, else the decoded image as (3, H, W) uint8."""
+        data = cell.get("bytes") if isinstance(cell, dict) else cell
+        if is_jpeg(data):
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return torch.from_numpy(np.asarray(decode_image(cell)).copy()).permute(2, 0, 1)
 
     def _pixels(self, image: Image.Image) -> tuple[torch.Tensor, bool]:
         pixels = self.transform(image)
@@ -90,6 +111,8 @@ class ImageBatchCollator:
         return self.preprocessing.to_uint8(image.resize((width, height), Image.Resampling.BILINEAR)), True
 
     def __call__(self, rows: list[dict]) -> dict:
+        if self.decode == "gpu":
+            return self._encoded_batch(rows)
         convert = self._pixels if self.preprocessing is None else self._uint8_pixels
         pixels, labels, keys, skipped, resized = [], [], [], 0, 0
         for row in rows:
@@ -112,6 +135,25 @@ class ImageBatchCollator:
             stacked = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
         batch = {"pixel_values": stacked, "labels": torch.tensor(labels, dtype=torch.long), "skipped": skipped,
                  "resized": resized, "pixel_scale": None if self.preprocessing is None else self.preprocessing.scale}
+        if self.with_keys:
+            batch["keys"] = torch.tensor(keys, dtype=torch.long)
+        return batch
+
+
+    def _encoded_batch(self, rows: list[dict]) -> dict:
+        encoded, labels, keys, skipped = [], [], [], 0
+        for row in rows:
+            try:
+                encoded.append(self._encoded(row[self.image_column]))
+            except _DECODE_ERRORS:
+                skipped += 1
+                continue
+            label = row[self.label_column] if self.label_column else None
+            labels.append(-1 if label is None else int(label))
+            if self.with_keys:
+                keys.append(image_key(row[self.image_column]))
+        batch = {"encoded": encoded, "labels": torch.tensor(labels, dtype=torch.long), "skipped": skipped,
+                 "resized": 0, "pixel_scale": self.preprocessing.scale}
         if self.with_keys:
             batch["keys"] = torch.tensor(keys, dtype=torch.long)
         return batch
@@ -154,17 +196,19 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
 def make_dataloader(
     split: ImageSplit, transform: Callable, batch_size: int = 256, num_workers: int | None = None,
     input_size: tuple[int, int, int] | None = None, with_keys: bool = False, device: torch.device | str | None = None,
-    uint8: bool = True,
+    uint8: bool = True, decode: str = "cpu",
 ) -> DataLoader:
     """A DataLoader over the split in its stored order (no shuffling: results are reproducible).
 
     ``input_size``, ``with_keys`` and ``uint8`` are passed to :class:`ImageBatchCollator`: batches
     are uint8 when the transform allows it, finish them with
     :func:`~hf_decomp.data.preprocessing.batch_to_device`. ``device`` (default: CUDA when present)
-    sets the default workers and pins memory only for CUDA.
+    sets the default workers and pins memory only for CUDA. ``decode="gpu"`` (JPEG on a CUDA device)
+    leaves JPEG bytes for :func:`~hf_decomp.data.gpu_decode.decode_on_device`; elsewhere it is ignored.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     num_workers = default_num_workers(device) if num_workers is None else num_workers
+    decode = decode if gpu_decode_available(device) else "cpu"
     if split.streaming:
         # an iterable dataset gives each worker whole shards; more workers than shards would idle
         num_workers = min(num_workers, max(1, getattr(split.dataset, "num_shards", 1)))
@@ -174,7 +218,7 @@ def make_dataloader(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=ImageBatchCollator(transform, split.image_column, split.label_column, input_size, with_keys,
-                                      uint8=uint8),
+                                      uint8=uint8, decode=decode),
         persistent_workers=False,
         pin_memory=device.type == "cuda",
     )

@@ -138,12 +138,18 @@ def normalize_pixels(pixels: torch.Tensor, scale: tuple | None) -> torch.Tensor:
     return pixels
 
 
-def batch_to_device(batch: dict, device: torch.device, memory_format=torch.contiguous_format) -> dict:
+def batch_to_device(batch: dict, device: torch.device, memory_format=torch.contiguous_format, decoder=None) -> dict:
     """A loader batch with ``pixel_values`` as float model inputs on ``device`` and labels moved too.
 
-    The uint8 copy is non-blocking (pinned memory on CUDA); normalisation runs on the device.
+    The uint8 copy is non-blocking (pinned memory on CUDA); normalisation runs on the device. A batch
+    of still-encoded images (``encoded``, from ``decode="gpu"``) is decoded there by ``decoder``.
     """
-    pixels = batch["pixel_values"].to(device, non_blocking=True)
+    if "encoded" in batch:
+        if decoder is None:
+            raise ValueError("this batch holds encoded images: pass decoder= (see hf_decomp.data.gpu_decode)")
+        pixels = decoder(batch["encoded"]) if batch["encoded"] else torch.empty(0, device=device)
+    else:
+        pixels = batch["pixel_values"].to(device, non_blocking=True)
     pixels = normalize_pixels(pixels, batch.get("pixel_scale"))
     out = dict(batch)
     out["pixel_values"] = pixels.contiguous(memory_format=memory_format) if pixels.ndim == 4 else pixels
@@ -151,8 +157,8 @@ def batch_to_device(batch: dict, device: torch.device, memory_format=torch.conti
     return out
 
 
-def device_batches(loader, device: torch.device, memory_format=torch.contiguous_format):
-    """Iterate ``loader`` yielding :func:`batch_to_device` batches.
+def device_batches(loader, device: torch.device, memory_format=torch.contiguous_format, decoder=None):
+    """Iterate ``loader`` yielding :func:`batch_to_device` batches (``decoder``: for ``decode="gpu"``).
 
     On CUDA the next batch is copied and normalised on a side stream while the current one computes
     (timm's ``PrefetchLoader``); elsewhere batches are converted in turn.
@@ -160,13 +166,13 @@ def device_batches(loader, device: torch.device, memory_format=torch.contiguous_
     device = torch.device(device)
     if device.type != "cuda":
         for batch in loader:
-            yield batch_to_device(batch, device, memory_format)
+            yield batch_to_device(batch, device, memory_format, decoder)
         return
     stream = torch.cuda.Stream(device)
     pending = None
     for batch in loader:
         with torch.cuda.stream(stream):
-            ready = batch_to_device(batch, device, memory_format)
+            ready = batch_to_device(batch, device, memory_format, decoder)
         if pending is not None:
             yield pending
         torch.cuda.current_stream(device).wait_stream(stream)
