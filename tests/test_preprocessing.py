@@ -114,3 +114,24 @@ def test_device_normalisation_is_exactly_totensor_then_normalize(seed, size, mea
     plan = split_preprocessing(T.Compose([T.ToTensor(), T.Normalize(mean, std)]))
     batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
     assert torch.equal(normalize_pixels(batch, plan.scale)[0], reference)
+
+
+def test_gpu_decode_falls_back_to_the_cpu_path_without_cuda_and_its_device_step_decodes_jpeg(color_dataset):
+    from hf_decomp.data import load_image_split, make_dataloader
+
+    adapter = load_classifier("cifar10_resnet20", pretrained=False)
+    split = load_image_split(str(color_dataset), "test")
+    loader = make_dataloader(split, adapter.transform, 8, 0, input_size=adapter.input_size, device="cpu", decode="gpu")
+    assert loader.collate_fn.decode == "cpu" and loader.collate_fn.device_decoder("cpu") is None
+    # the device step itself (nvJPEG on CUDA) also runs on the CPU: JPEG bytes, PNG decoded by the worker
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2)]
+    rows = [{"img": {"bytes": png_bytes(images[0], "JPEG"), "path": None}, "label": 0},
+            {"img": {"bytes": png_bytes(images[1]), "path": None}, "label": 1}]
+    collator = ImageBatchCollator(adapter.transform, "img", "label", adapter.input_size, decode="gpu")
+    batch = collator(rows)
+    assert [item.ndim for item in batch["encoded"]] == [1, 3]
+    pixels = batch_to_device(batch, "cpu", decoder=collator.device_decoder("cpu"))["pixel_values"]
+    reference = ImageBatchCollator(adapter.transform, "img", "label", adapter.input_size, uint8=False)(rows)
+    # PNG: the worker's decode; JPEG: torchvision's libjpeg-turbo on the CPU decodes as PIL does (nvJPEG may not)
+    assert torch.equal(pixels, reference["pixel_values"])
