@@ -15,6 +15,7 @@ from accelerate.utils import DataLoaderConfiguration
 from tqdm.auto import tqdm
 
 from .data import ImageSplit, device_batches, make_dataloader
+from .data.loader import compute_threads
 from .distributed import shard_split
 from .models import ClassifierAdapter
 
@@ -91,6 +92,9 @@ class FeaturePass:
         device = self.accelerator.device
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.position = 0 if streaming else self.start_batch
+        threads = torch.get_num_threads()
+        if device.type == "cpu":  # the workers' cores are not the forward pass's (no oversubscription)
+            torch.set_num_threads(compute_threads(loader.num_workers if hasattr(loader, "num_workers") else 0))
         try:
             for batch in device_batches(loader, device, memory_format, decoder):
                 self.position += 1
@@ -111,6 +115,7 @@ class FeaturePass:
                 else:
                     yield features.float(), labels
         finally:
+            torch.set_num_threads(threads)
             bar.close()
 
 

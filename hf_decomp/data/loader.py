@@ -17,7 +17,8 @@ from .datasets import ImageSplit
 from .gpu_decode import decode_on_device, gpu_decode_available, is_jpeg
 from .preprocessing import split_preprocessing
 
-__all__ = ["ImageBatchCollator", "make_dataloader", "decode_image", "image_key", "default_num_workers"]
+__all__ = ["ImageBatchCollator", "make_dataloader", "decode_image", "image_key", "default_num_workers",
+           "compute_threads"]
 
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -184,13 +185,21 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
     """Loader workers for this machine without oversubscribing its cores.
 
     On a GPU the main process only feeds the device, so all but one core decode. On the CPU the main
-    process computes with torch's threads on every core and workers (one thread each) compete with
-    it: uint8 batches make decoding light, so a single worker overlaps it with the forward pass.
+    process computes with torch's threads and every worker takes a core from it: uint8 batches make
+    decoding a small share of the work, so 2 cores decode in the main process (0 workers: the serial
+    decode costs less than a worker preempting a compute thread), larger machines give it 1 core in 8.
+    See :func:`compute_threads` for the matching torch thread count.
     """
     cores = available_cores()
     if torch.device(device or "cpu").type == "cuda":
         return min(16, max(1, cores - 1))
-    return 1 if cores <= 4 else min(4, cores // 4)
+    return 0 if cores <= 2 else min(4, max(1, cores // 8))
+
+
+def compute_threads(num_workers: int) -> int:
+    """torch threads for the main process next to ``num_workers`` one-thread workers: never more than
+    the cores left (workers + threads <= cores), never more than already set (a caller's choice wins)."""
+    return max(1, min(torch.get_num_threads(), available_cores() - num_workers))
 
 
 def make_dataloader(
