@@ -156,7 +156,7 @@ def _finish_pass(feature_pass: FeaturePass, split: ImageSplit, accelerator, nonf
 def gather_statistics(
     adapter: ClassifierAdapter, split: ImageSplit, k1_values, accelerator=None, batch_size: int = 256,
     num_workers: int | None = None, checkpoints: CheckpointConfig | None = None, run_key: dict | None = None,
-    channels_last: bool = False,
+    channels_last: bool = False, decode: str = "cpu",
 ) -> tuple[ClassStatistics, dict]:
     """One pass over ``split``: per-class top-k1 histograms (for every k1), counts and feature sums.
 
@@ -170,7 +170,7 @@ def gather_statistics(
     accelerator = accelerator or make_accelerator()
     stats = ClassStatistics(adapter.num_classes, adapter.num_features, k1_values, device=accelerator.device)
     feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"statistics [{split.split}]",
-                               channels_last=channels_last)
+                               channels_last=channels_last, decode=decode)
     checkpoint = _pass_checkpoint(checkpoints, "statistics", adapter, split, accelerator, batch_size, num_workers,
                                   {"k1_values": list(stats.k1_values), **(run_key or {})})
     tensors = stats.state_dict()
@@ -187,7 +187,7 @@ def evaluate_decomposition(
     adapter: ClassifierAdapter, head: DecomposedLinear, split: ImageSplit, accelerator=None,
     batch_size: int = 256, num_workers: int | None = None, seed: int = 0,
     checkpoints: CheckpointConfig | None = None, run_key: dict | None = None, channels_last: bool = False,
-    extra_heads: dict[str, DecomposedLinear] | None = None,
+    extra_heads: dict[str, DecomposedLinear] | None = None, decode: str = "cpu",
 ) -> dict:
     """One pass over ``split``: full and decomposed accuracy, per class, and the noise ablation.
 
@@ -202,7 +202,7 @@ def evaluate_decomposition(
                                       head.to(device), seed=seed,
                                       extra_heads={k: h.to(device) for k, h in (extra_heads or {}).items()})
     feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"evaluation [{split.split}]",
-                               with_keys=True, channels_last=channels_last)
+                               with_keys=True, channels_last=channels_last, decode=decode)
     sets_key = key_digest({"indices": head.indices.tolist(), "valid": head.valid.tolist()})
     if extra_heads:  # their counters are part of the checkpoint
         run_key = {**(run_key or {}), "extra_heads": sorted(extra_heads)}
@@ -255,6 +255,7 @@ def analyze(
     checkpoint_dir: str | Path | None = None,
     mixed_precision: str | None = None,
     channels_last: bool = False,
+    decode: str = "cpu",
 ) -> AnalysisResult:
     """Find each class's influential features and measure the decomposed classifier.
 
@@ -283,6 +284,8 @@ def analyze(
             They are removed once the results folder is written.
         mixed_precision: ``"bf16"`` / ``"fp16"`` autocast of the forward pass (when no ``accelerator`` is
             given; under ``accelerate launch`` its config decides). channels_last: channels-last inputs.
+        decode: ``"gpu"`` decodes JPEG images on the CUDA device (nvJPEG); ``"cpu"`` (default, and the
+            fallback without CUDA) decodes them in the data-loader workers.
 
     Example:
         >>> result = analyze("cifar10_resnet20", k1=5, k2=5, limit=1000, eval_limit=500)  # doctest: +SKIP
@@ -319,7 +322,7 @@ def analyze(
     accelerator.wait_for_everyone()
 
     loader_kwargs = dict(accelerator=accelerator, batch_size=batch_size, num_workers=num_workers,
-                         checkpoints=checkpoints, channels_last=channels_last)
+                         checkpoints=checkpoints, channels_last=channels_last, decode=decode)
     stats, stats_info = gather_statistics(adapter, train, [k1], run_key={"seed": seed, "limit": limit},
                                           **loader_kwargs)
     if stats.num_samples == 0:

@@ -15,8 +15,9 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 from tqdm.auto import tqdm
 
-from .data import ImageSplit, make_dataloader
+from .data import ImageSplit, device_batches, make_dataloader
 from .data.labels import to_model_labels
+from .data.loader import compute_threads
 from .distributed import shard_split
 from .errors import DecompValueError
 from .models import ClassifierAdapter
@@ -64,6 +65,8 @@ class FeaturePass:
             map-style splits skip the indices without reading them, streaming splits read and drop them.
         with_keys: yield (features, labels, keys) with the per-image content keys of the collator.
         channels_last: feed the model channels-last inputs (faster convolutions on recent GPUs).
+        decode: ``"gpu"`` decodes JPEG images on a CUDA device (:mod:`hf_decomp.data.gpu_decode`);
+            the default ``"cpu"`` decodes in the loader workers (also the fallback without CUDA).
 
     ``position`` counts this process's batches consumed so far, ``start_batch`` included: after a
     yielded batch is used, saving the sums with ``position`` makes a checkpoint that resumes exactly.
@@ -82,6 +85,7 @@ class FeaturePass:
     with_keys: bool = False
     channels_last: bool = False
     position: int = 0
+    decode: str = "cpu"
 
     def __post_init__(self):
         check_positive_int("batch_size", self.batch_size, "--batch-size")
@@ -93,16 +97,19 @@ class FeaturePass:
         accelerator = self.accelerator
         split = shard_split(self.split, accelerator.process_index, accelerator.num_processes)
         loader = make_dataloader(split, self.adapter.transform, self.batch_size, self.num_workers,
-                                 input_size=self.adapter.input_size, with_keys=self.with_keys)
+                                 input_size=self.adapter.input_size, with_keys=self.with_keys,
+                                 device=accelerator.device, decode=self.decode)
+        decoder = loader.collate_fn.device_decoder(accelerator.device)
         if split.streaming:  # already sharded by node; accelerate's iterable sharding would pad
-            return loader, True
-        loader = accelerator.prepare_data_loader(loader)
+            return loader, True, decoder
+        # batches reach the device through device_batches (uint8 copy, normalisation there)
+        loader = accelerator.prepare_data_loader(loader, device_placement=False)
         if self.start_batch:
             loader = accelerator.skip_first_batches(loader, self.start_batch)
-        return loader, False
+        return loader, False, decoder
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        loader, streaming = self._loader()
+        loader, streaming, decoder = self._loader()
         total = self.split.num_rows
         if total is not None and self.accelerator.num_processes > 1:
             total = -(-total // self.accelerator.num_processes)
@@ -110,10 +117,13 @@ class FeaturePass:
         bar = tqdm(total=total, initial=min(initial, total or initial), desc=self.description, unit="img",
                    dynamic_ncols=True, disable=not self.accelerator.is_local_main_process)
         device = self.accelerator.device
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.position = 0 if streaming else self.start_batch
+        threads = torch.get_num_threads()
+        if device.type == "cpu":  # the workers' cores are not the forward pass's (no oversubscription)
+            torch.set_num_threads(compute_threads(loader.num_workers if hasattr(loader, "num_workers") else 0))
         try:
-            for batch in loader:
+            for batch in device_batches(loader, device, memory_format, decoder):
                 self.position += 1
                 bar.update(batch["pixel_values"].shape[0] + int(batch["skipped"]))
                 if self.position <= self.start_batch:  # streaming resume: already counted in the checkpoint
@@ -123,16 +133,16 @@ class FeaturePass:
                 pixel_values = batch["pixel_values"]
                 if pixel_values.shape[0] == 0:
                     continue
-                pixel_values = pixel_values.to(device, non_blocking=True, memory_format=memory_format)
                 with torch.inference_mode(), self.accelerator.autocast():
                     features = self.adapter.forward_features(pixel_values)
                 self.seen_images += pixel_values.shape[0]
-                labels = to_model_labels(batch["labels"], self.split).to(device)
+                labels = to_model_labels(batch["labels"], self.split)
                 if self.with_keys:
                     yield features.float(), labels, batch["keys"].cpu()
                 else:
                     yield features.float(), labels
         finally:
+            torch.set_num_threads(threads)
             bar.close()
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .data import ImageSplit
 from .data.loader import ImageBatchCollator, default_num_workers
 from .data.labels import to_model_labels
+from .data.preprocessing import batch_to_device
 from .errors import DecompValueError
 from .features import make_accelerator
 from .head import DecomposedLinear
@@ -99,20 +100,22 @@ def cosine_schedule(step: int, total: int, warmup: int) -> float:
 def evaluate_model(model, split: ImageSplit, transform, accelerator=None, batch_size: int = 256,
                    num_workers: int | None = None) -> dict:
     """Top-1 accuracy (percent) of a model returning ``.logits`` on a labelled split."""
-    from .data import make_dataloader
+    from .data import device_batches, make_dataloader
 
     accelerator = accelerator or make_accelerator()
-    loader = accelerator.prepare_data_loader(make_dataloader(split, transform, batch_size, num_workers))
+    loader = accelerator.prepare_data_loader(
+        make_dataloader(split, transform, batch_size, num_workers, device=accelerator.device), device_placement=False)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=accelerator.device)
     total = torch.zeros((), dtype=torch.long, device=accelerator.device)
-    for batch in tqdm(loader, desc=f"evaluate [{split.split}]", leave=False,
-                      disable=not accelerator.is_local_main_process):
+    for batch in tqdm(device_batches(loader, accelerator.device),
+                      total=None if split.streaming else len(loader), desc=f"evaluate [{split.split}]",
+                      leave=False, disable=not accelerator.is_local_main_process):
         if batch["pixel_values"].shape[0] == 0:
             continue
-        logits = model(pixel_values=batch["pixel_values"].to(accelerator.device)).logits
-        labels = to_model_labels(batch["labels"], split).to(accelerator.device)
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        labels = to_model_labels(batch["labels"], split)
         correct += (logits.argmax(1) == labels).sum()
         total += labels.numel()
     model.train(was_training)
@@ -176,9 +179,10 @@ def finetune(
         raise DecompValueError(f"distill={distill} must be in [0, 1] and needs a teacher (the full model)")
     accelerator = accelerator or make_accelerator()
     generator = torch.Generator().manual_seed(seed)
-    num_workers = default_num_workers() if num_workers is None else num_workers
+    num_workers = default_num_workers(accelerator.device) if num_workers is None else num_workers
+    # augmentations run on uint8 in the workers; normalisation per batch on the device (batch_to_device)
     loader = DataLoader(train_split.dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                        num_workers=num_workers, drop_last=True,
+                        num_workers=num_workers, drop_last=True, pin_memory=accelerator.device.type == "cuda",
                         collate_fn=ImageBatchCollator(transform, train_split.image_column, train_split.label_column))
     total_steps = max(1, int(round(epochs * len(loader))))
     warmup = max(1, int(warmup_fraction * total_steps))
@@ -200,6 +204,7 @@ def finetune(
     model.train()
     while step < total_steps:
         for batch in loader:
+            batch = batch_to_device(batch, accelerator.device)
             labels = to_model_labels(batch["labels"], train_split)  # the model's class order
             check_labelled(labels, int(model.config.num_labels) if hasattr(model, "config") else labels.max() + 1,
                            "fine-tuning")

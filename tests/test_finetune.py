@@ -89,12 +89,13 @@ def test_distillation_from_the_full_model(color_dataset, tiny_adapter):
         finetune(build_decomposed_model(tiny_adapter, head), train, transform=tiny_adapter.transform, distill=0.5)
     # lr=0 and one full batch: the logged loss is exactly T^2 KL(teacher || student) with the student in
     # train mode (batch-norm batch statistics) and the teacher frozen in eval mode
-    from hf_decomp.data import make_dataloader
+    from hf_decomp.data import batch_to_device, make_dataloader
 
     distilled = finetune(build_decomposed_model(tiny_adapter, head), train, transform=tiny_adapter.transform,
                          epochs=1, lr=0.0, batch_size=24, num_workers=0, log_every=1, teacher=tiny_adapter,
                          distill=1.0, temperature=2.0)
-    pixels = next(iter(make_dataloader(train, tiny_adapter.transform, batch_size=24, num_workers=0)))["pixel_values"]
+    batch = next(iter(make_dataloader(train, tiny_adapter.transform, batch_size=24, num_workers=0)))
+    pixels = batch_to_device(batch, "cpu")["pixel_values"]
     student = build_decomposed_model(tiny_adapter, head).train()
     with torch.no_grad():
         teacher_logits = tiny_adapter.classifier(tiny_adapter.eval().forward_features(pixels))

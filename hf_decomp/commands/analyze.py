@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
         resume=args.resume, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
         checkpoint_dir=args.checkpoint_dir, mixed_precision=args.mixed_precision, channels_last=args.channels_last,
+        decode=args.decode,
     )
     from accelerate import PartialState
 

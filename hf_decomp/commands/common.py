@@ -67,7 +67,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--limit", type=positive_int, default=None, help="seeded random subset of the statistics split")
     group.add_argument("--eval-limit", type=positive_int, default=None, help="seeded random subset of the eval split")
     group.add_argument("--batch-size", type=positive_int, default=256)
-    group.add_argument("--num-workers", type=non_negative_int, default=None, help="data-loader workers (default: up to 4)")
+    group.add_argument("--num-workers", type=non_negative_int, default=None, 
+                       help="data-loader workers (default: from the machine's cores and the device)")
+    group.add_argument("--decode", default="cpu", choices=("cpu", "gpu"),
+                       help="where JPEG images are decoded: loader workers (default) or the CUDA device "
+                            "(nvJPEG; falls back to cpu without CUDA)")
     group.add_argument("--seed", type=int, default=0, help="seed of --limit subsets and of the noise ablation")
 
 
