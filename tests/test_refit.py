@@ -145,7 +145,8 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     from hf_decomp.cli import main
 
     cache = tmp_path / "cache"
-    common = ["--dataset", str(color_dataset), "--cache-dir", str(cache), "--num-workers", "0", "--k", "2"]
+    common = ["--dataset", str(color_dataset), "--cache-dir", str(cache), "--num-workers", "0", "--k", "2",
+              "--val-split", "6"]
     assert main(["refit", "--model", str(tiny_timm), "--method", "contribution", "--out", str(tmp_path / "r"),
                  *common]) == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -166,7 +167,7 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     (tmp_path / "mine" / "train").mkdir(parents=True)
     (tmp_path / "mine" / "train" / "notes.txt").write_text("keep me")
     assert main(["refit", "--model", str(tiny_timm), "--out", str(tmp_path / "r4"), *common[:2],
-                 "--cache-dir", str(tmp_path / "mine"), "--num-workers", "0"]) == 2
+                 "--cache-dir", str(tmp_path / "mine"), "--num-workers", "0", "--val-split", "6"]) == 2
     assert "not an hf-decomp feature cache" in capsys.readouterr().err
     assert (tmp_path / "mine" / "train" / "notes.txt").read_text() == "keep me"
 
