@@ -156,6 +156,7 @@ def finetune(
     eval_transform=None,
     val_split: ImageSplit | None = None,
     eval_every: int | None = None,
+    val_start_accuracy: float | None = None,
     epochs: float = 1.0,
     lr: float = 0.01,
     momentum: float = 0.9,
@@ -186,6 +187,8 @@ def finetune(
         eval_split / eval_transform: evaluated once, after training, on the model returned (the test split).
         val_split: evaluated before training and every ``eval_every`` steps (and at the end); the
             model returned (and saved) is the one best on it (early stopping; ties keep the earlier).
+        val_start_accuracy: the model's validation accuracy before training when already known (the
+            refit head's, measured on cached features): saves one pass over ``val_split``.
         epochs: may be fractional (0.5 = half an epoch).
         lr, momentum, weight_decay, warmup_fraction: SGD (Nesterov) with warm-up then cosine decay.
         out_dir: where ``checkpoint-<step>/`` (every ``checkpoint_every`` steps), the final model
@@ -225,7 +228,8 @@ def finetune(
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _finetune(model, train_split, *, transform, eval_split, eval_transform, val_split, eval_every, epochs, lr,
+def _finetune(model, train_split, *, transform, eval_split, eval_transform, val_split, eval_every,
+              val_start_accuracy, epochs, lr,
               momentum, weight_decay, warmup_fraction, batch_size, num_workers, out_dir, checkpoint_every,
               log_every, seed, teacher, distill, temperature, freeze_bn, clip_grad, backbone_lr_scale,
               head_warmup, accelerator) -> FinetuneResult:
@@ -256,10 +260,10 @@ def _finetune(model, train_split, *, transform, eval_split, eval_transform, val_
 
     validation, best_state, best_step = [], None, 0
 
-    def validate(at_step: int) -> None:
+    def validate(at_step: int, known: float | None = None) -> None:
         nonlocal best_state, best_step
-        accuracy = evaluate_model(model, val_split, val_transform, accelerator=accelerator,
-                                  num_workers=num_workers)["accuracy"]
+        accuracy = known if known is not None else evaluate_model(
+            model, val_split, val_transform, accelerator=accelerator, num_workers=num_workers)["accuracy"]
         validation.append({"step": at_step, "accuracy": accuracy})
         if best_state is None or accuracy > max(v["accuracy"] for v in validation[:-1]):
             best_step = at_step
@@ -270,7 +274,7 @@ def _finetune(model, train_split, *, transform, eval_split, eval_transform, val_
     history, step, started = [], 0, time.time()
     running_loss, running_correct, running_seen = 0.0, 0, 0
     if val_split is not None:
-        validate(0)
+        validate(0, val_start_accuracy)
     bar = tqdm(total=total_steps, desc="fine-tune", disable=not accelerator.is_local_main_process)
     _train_mode(model, freeze_bn)
     while step < total_steps:

@@ -104,3 +104,39 @@ def test_distillation_from_the_full_model(color_dataset, tiny_adapter):
                                                 reduction="batchmean")
     assert float(expected) > 0
     assert distilled.history[0]["loss"] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_finetune_command_chooses_on_validation_and_exports_a_loadable_model(tmp_path, color_dataset, capsys):
+    from helpers_models import save_tiny_timm_model
+    from transformers import pipeline
+
+    from hf_decomp.cli import main
+    from hf_decomp.hub.modeling_decomp import DecomposedForImageClassification
+
+    tiny = save_tiny_timm_model(tmp_path / "timm")
+    out = tmp_path / "ft"
+    assert main(["finetune", "--model", str(tiny), "--dataset", str(color_dataset), "--method", "contribution",
+                 "--k", "2", "--val-split", "6", "--epochs", "1", "--train-batch-size", "6", "--eval-every", "0.5",
+                 "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_split"] == {"kind": "held-out", "from": "train", "rows": 6, "seed": 0, "stratified": True,
+                                    "fit_rows": 18}
+    assert metrics["train_samples"] == 18 and metrics["validation"]["samples"] == 6 and metrics["eval_samples"] == 24
+    validation = metrics["finetune"]["validation"]
+    # 18 images / batch 6 = 3 steps; validation at step 0 (the refit head), every round(0.5 * 3) = 2 steps, and the end
+    assert [v["step"] for v in validation["history"]] == [0, 2, 3]
+    assert validation["history"][0]["accuracy"] == metrics["validation"]["refit_accuracy"]
+    best = max(v["accuracy"] for v in validation["history"])
+    assert validation["accuracy"] == best == metrics["validation"]["finetuned_accuracy"]
+    assert validation["best_step"] == next(v["step"] for v in validation["history"] if v["accuracy"] == best)
+    model = DecomposedForImageClassification.from_pretrained(out)
+    classifier = pipeline("image-classification", model=str(out))
+    image = Image.new("RGB", (32, 32), (250, 5, 5))
+    assert classifier(image, top_k=1)[0]["label"] in model.config.id2label.values()
+    assert model.config.metrics["decomposed_accuracy"] == metrics["finetuned_accuracy"]
+    card = (out / "README.md").read_text()
+    assert f"| test (read once, at the end) | {metrics['full_accuracy']:.2f} | {metrics['finetuned_accuracy']:.2f} |" in card
+    assert (f"| validation (6 images held out from training; every choice made on it) | "
+            f"{metrics['validation']['full_accuracy']:.2f} | {best:.2f} |") in card
+    printed = capsys.readouterr().out
+    assert "validation (6 images)" in printed and "test       (24 images)" in printed

@@ -231,6 +231,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     eval_every = max(1, round(args.eval_every * steps_per_epoch)) if args.eval_every else None
     result = finetune(model, fit, transform=training_transform(adapter, args.augment),
                       val_split=validation, eval_every=eval_every, eval_transform=adapter.transform,
+                      val_start_accuracy=metrics["validation"]["decomposed_accuracy"],
                       epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                       batch_size=args.train_batch_size, num_workers=args.num_workers, out_dir=None,
                       seed=args.seed, teacher=adapter if args.distill > 0 else None, distill=args.distill,
