@@ -240,18 +240,20 @@ def _finetune(model, train_split, *, transform, eval_split, eval_transform, val_
     loader = DataLoader(train_split.dataset, batch_size=batch_size, shuffle=True, generator=generator,
                         num_workers=num_workers, drop_last=True,
                         collate_fn=ImageBatchCollator(transform, train_split.image_column, train_split.label_column))
+    optimizer = torch.optim.SGD(_param_groups(model, lr, weight_decay, backbone_lr_scale),
+                                lr=lr, momentum=momentum, nesterov=momentum > 0)
+    model, prepared_optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # steps of this process's (sharded) loader; the scheduler is stepped once per step, on every process
     total_steps = max(1, int(round(epochs * len(loader))))
     warmup = max(1, int(warmup_fraction * total_steps))
     head_only = int(head_warmup * total_steps)
-    optimizer = torch.optim.SGD(_param_groups(model, lr, weight_decay, backbone_lr_scale),
-                                lr=lr, momentum=momentum, nesterov=momentum > 0)
 
     def backbone_factor(s: int) -> float:
         return 0.0 if s < head_only else cosine_schedule(s - head_only, total_steps - head_only, warmup)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, [backbone_factor, backbone_factor, lambda s: cosine_schedule(s, total_steps, warmup)])
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    optimizer = prepared_optimizer
     if distill > 0:
         teacher = teacher.to(accelerator.device).eval()
         teacher.requires_grad_(False)

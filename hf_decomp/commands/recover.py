@@ -29,8 +29,10 @@ def _add_selection_arguments(parser: argparse.ArgumentParser, default_method: st
     group.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.75],
                        help="fractions kept per pruning step to try; the one best on --val-split is used")
     group.add_argument("--val-split", default=str(DEFAULT_VAL_SIZE),
-                       help="images held out from --stats-split (seeded by --seed, stratified by class) or the name "
+                       help="images held out from --stats-split (seeded by --val-seed, stratified by class) or the name "
                             "of a validation split; every choice is made on it, the test split is read at the end")
+    group.add_argument("--val-seed", type=int, default=0,
+                       help="seed of the held-out validation images (--seed seeds the training)")
     group.add_argument("--cache-dir", default=None,
                        help="folder for the cached features (<dir>/<split>); refused if made for another "
                             "model or dataset (default: under $HF_DECOMP_CACHE)")
@@ -133,7 +135,7 @@ def build_recovered_head(args: argparse.Namespace):
     train = load_image_split(args.dataset, args.stats_split, limit=args.limit, **split_kwargs)
     if train.label_column is None:
         check_labelled(None, adapter.num_classes, f"{args.command}")
-    held = hold_out(train, args.val_split, dataset=args.dataset, **split_kwargs)  # seeded by --seed
+    held = hold_out(train, args.val_split, dataset=args.dataset, **{**split_kwargs, "seed": args.val_seed})
     test = load_image_split(args.dataset, args.eval_split or default_eval_split(args.dataset),
                             limit=args.eval_limit, **split_kwargs)
     train_x, train_y = _cached(adapter, train, args.cache_dir, args)
