@@ -210,5 +210,8 @@ def test_resnet20_refit_recovers_accuracy_on_a_subset():
         plain = accuracy(decompose_head(weight, bias, train_x, train_y, method="histogram", k=5,
                                         bias_correction=False, refit=False)(test_x))
         refit = accuracy(decompose_head(weight, bias, train_x, train_y, method="contribution", k=5)(test_x))
-    assert full > 88.0
-    assert refit >= plain - 1.0 and refit > 85.0  # 5 of 64 features per class keep most of the accuracy
+    # measured on this seeded subset (deterministic): full layer 90.60 %, the paper's head 87.40 %, the
+    # contribution head with bias correction only 89.20 %, with the refit 89.00 % (500 test images: 0.2 point each)
+    assert full == pytest.approx(90.60, abs=0.1)
+    assert plain == pytest.approx(87.40, abs=0.1)
+    assert refit == pytest.approx(89.00, abs=0.1)
