@@ -176,6 +176,7 @@ def prune_and_refit(
     k: int,
     *,
     schedule: Sequence[int] | None = None,
+    keep: float = 0.5,
     max_iter: int = 100,
 ) -> DecomposedLinear:
     """Iterative contribution pruning: keep the top sets by W'_cj (mean_c(x_j) - mean(x_j)) and refit, repeatedly.
@@ -187,11 +188,11 @@ def prune_and_refit(
         weight: (C, d) dense weight; bias: (C,).
         features: (N, d) labelled training features; labels: (N,).
         k: final set size per class.
-        schedule: decreasing set sizes ending at k (default :func:`pruning_schedule`).
+        schedule: decreasing set sizes ending at k (default :func:`pruning_schedule` with ``keep``).
     """
     num_classes, num_features = weight.shape
     check_labelled(labels, num_classes, "pruning")
-    schedule = list(schedule) if schedule is not None else pruning_schedule(num_features, k)
+    schedule = list(schedule) if schedule is not None else pruning_schedule(num_features, k, keep)
     if not schedule or schedule[-1] != k or any(b >= a for a, b in zip(schedule, schedule[1:])):
         raise DecompValueError(f"schedule={schedule} must be strictly decreasing and end at k={k}")
     features, labels = features.float(), labels.long()
@@ -229,6 +230,7 @@ def decompose_head(
     bias_correction: bool = True,
     refit: bool = True,
     max_iter: int = 100,
+    keep: float = 0.5,
 ) -> DecomposedLinear:
     """Select k features per class, fold the dropped ones into the bias, refit: the whole recovery on features.
 
@@ -240,6 +242,7 @@ def decompose_head(
         k: features kept per class. k1: top-k1 of the ``histogram`` method.
         bias_correction: b_c += sum_{j not in I_c} W_cj mean(x_j) (see :mod:`hf_decomp.bias_correction`).
         refit: refit kept weights and biases with L-BFGS (see :func:`refit_head`).
+        keep: fraction kept per step of the ``pruning`` schedule (see :func:`pruning_schedule`).
     """
     from .criteria import check_criterion, check_k_for_means, criterion_scores, sparse_glm_scores
     from .statistics import ClassStatistics
@@ -255,7 +258,7 @@ def decompose_head(
     if method in ("contribution", "label-free", "pruning"):
         check_k_for_means(k, overall_mean, method)
     if method == "pruning":
-        return prune_and_refit(weight, bias, features, labels, k, max_iter=max_iter)
+        return prune_and_refit(weight, bias, features, labels, k, keep=keep, max_iter=max_iter)
     if method == "sparse-glm":
         scores = sparse_glm_scores(features, labels, num_classes, k)
     elif method == "label-free":

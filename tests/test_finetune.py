@@ -105,3 +105,109 @@ def test_distillation_from_the_full_model(color_dataset, tiny_adapter):
                                                 reduction="batchmean")
     assert float(expected) > 0
     assert distilled.history[0]["loss"] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_finetune_command_chooses_on_validation_and_exports_a_loadable_model(tmp_path, color_dataset, capsys):
+    from helpers_models import save_tiny_timm_model
+    from transformers import pipeline
+
+    from hf_decomp.cli import main
+    from hf_decomp.hub.modeling_decomp import DecomposedForImageClassification
+
+    tiny = save_tiny_timm_model(tmp_path / "timm")
+    out = tmp_path / "ft"
+    assert main(["finetune", "--model", str(tiny), "--dataset", str(color_dataset), "--method", "contribution",
+                 "--k", "2", "--val-split", "6", "--epochs", "1", "--train-batch-size", "6", "--eval-every", "0.5",
+                 "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_split"] == {"kind": "held-out", "from": "train", "rows": 6, "seed": 0, "stratified": True,
+                                    "fit_rows": 18}
+    assert metrics["train_samples"] == 18 and metrics["validation"]["samples"] == 6 and metrics["eval_samples"] == 24
+    validation = metrics["finetune"]["validation"]
+    # 18 images / batch 6 = 3 steps; validation at step 0 (the refit head), every round(0.5 * 3) = 2 steps, and the end
+    assert [v["step"] for v in validation["history"]] == [0, 2, 3]
+    assert validation["history"][0]["accuracy"] == metrics["validation"]["refit_accuracy"]
+    best = max(v["accuracy"] for v in validation["history"])
+    assert validation["accuracy"] == best == metrics["validation"]["finetuned_accuracy"]
+    assert validation["best_step"] == next(v["step"] for v in validation["history"] if v["accuracy"] == best)
+    model = DecomposedForImageClassification.from_pretrained(out)
+    classifier = pipeline("image-classification", model=str(out))
+    image = Image.new("RGB", (32, 32), (250, 5, 5))
+    assert classifier(image, top_k=1)[0]["label"] in model.config.id2label.values()
+    assert model.config.metrics["decomposed_accuracy"] == metrics["finetuned_accuracy"]
+    card = (out / "README.md").read_text()
+    assert f"| test (read once, at the end) | {metrics['full_accuracy']:.2f} | {metrics['finetuned_accuracy']:.2f} |" in card
+    assert (f"| validation (6 images held out from training; every choice made on it) | "
+            f"{metrics['validation']['full_accuracy']:.2f} | {best:.2f} |") in card
+    printed = capsys.readouterr().out
+    assert "validation (6 images)" in printed and "test       (24 images)" in printed
+
+
+FINETUNE_DRIVER = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from helpers_models import save_tiny_timm_model
+from hf_decomp.data import load_image_split
+from hf_decomp.features import make_accelerator
+from hf_decomp.finetune import build_decomposed_model, finetune, training_transform
+from hf_decomp.head import DecomposedLinear
+from hf_decomp.models import load_classifier
+
+out, dataset = Path(sys.argv[1]), sys.argv[2]
+accelerator = make_accelerator(cpu=True)
+adapter = load_classifier(str(save_tiny_timm_model(out.parent / f"timm-{accelerator.process_index}")))
+head = DecomposedLinear(adapter.weight, adapter.bias, [[0, 1, 2], [3], [4, 5]])
+train = load_image_split(dataset, "train")
+result = finetune(build_decomposed_model(adapter, head), train, transform=training_transform(adapter),
+                  eval_split=load_image_split(dataset, "test"), eval_transform=adapter.transform, epochs=1, lr=0.05,
+                  batch_size=4, num_workers=0, out_dir=out, checkpoint_every=2, accelerator=accelerator)
+if accelerator.is_main_process:
+    (out.parent / "metrics.json").write_text(json.dumps(result.metrics))
+"""
+
+
+def test_finetune_under_two_processes_saves_the_model(tmp_path, color_dataset):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from hf_decomp.hub.modeling_decomp import DecomposedForImageClassification
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(FINETUNE_DRIVER)
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{tests.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    completed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                str(driver), str(tmp_path / "out"), str(color_dataset), str(tests)],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # 24 images, 2 processes x batch 4: 3 steps, each process seeing its own 12 images
+    assert metrics["num_processes"] == 2 and metrics["steps"] == 3 and metrics["train_samples_seen"] == 24
+    assert metrics["eval"]["samples"] == 24  # every test image evaluated once across the two processes
+    reloaded = DecomposedForImageClassification.from_pretrained(tmp_path / "out")
+    assert reloaded.config.index_sets == [[0, 1, 2], [3], [4, 5]]
+    assert (tmp_path / "out" / "checkpoint-2" / "model.safetensors").is_file()
+
+
+def _one_run(adapter, train, seed):
+    head = DecomposedLinear(adapter.weight, adapter.bias, [[0, 1, 2], [3], [4, 5]])
+    result = finetune(build_decomposed_model(adapter, head), train, transform=training_transform(adapter),
+                      epochs=1, lr=0.05, batch_size=8, num_workers=0, seed=seed)
+    return {n: p.detach().clone() for n, p in result.model.named_parameters()}
+
+
+def test_finetune_is_reproducible_for_a_seed(color_dataset, tiny_adapter):
+    from hf_decomp.data import load_image_split
+
+    train = load_image_split(str(color_dataset), "train")
+    torch.manual_seed(123)  # the global generator's state must not matter
+    first = _one_run(tiny_adapter, train, seed=1)
+    torch.manual_seed(456)
+    second = _one_run(tiny_adapter, train, seed=1)
+    other = _one_run(tiny_adapter, train, seed=2)
+    assert all(torch.equal(first[n], second[n]) for n in first)
+    assert any(not torch.equal(first[n], other[n]) for n in first)  # the seed does change data order / crops

@@ -145,7 +145,8 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     from hf_decomp.cli import main
 
     cache = tmp_path / "cache"
-    common = ["--dataset", str(color_dataset), "--cache-dir", str(cache), "--num-workers", "0", "--k", "2"]
+    common = ["--dataset", str(color_dataset), "--cache-dir", str(cache), "--num-workers", "0", "--k", "2",
+              "--val-split", "6"]
     assert main(["refit", "--model", str(tiny_timm), "--method", "contribution", "--out", str(tmp_path / "r"),
                  *common]) == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -166,7 +167,7 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     (tmp_path / "mine" / "train").mkdir(parents=True)
     (tmp_path / "mine" / "train" / "notes.txt").write_text("keep me")
     assert main(["refit", "--model", str(tiny_timm), "--out", str(tmp_path / "r4"), *common[:2],
-                 "--cache-dir", str(tmp_path / "mine"), "--num-workers", "0"]) == 2
+                 "--cache-dir", str(tmp_path / "mine"), "--num-workers", "0", "--val-split", "6"]) == 2
     assert "not an hf-decomp feature cache" in capsys.readouterr().err
     assert (tmp_path / "mine" / "train" / "notes.txt").read_text() == "keep me"
 
@@ -209,5 +210,8 @@ def test_resnet20_refit_recovers_accuracy_on_a_subset():
         plain = accuracy(decompose_head(weight, bias, train_x, train_y, method="histogram", k=5,
                                         bias_correction=False, refit=False)(test_x))
         refit = accuracy(decompose_head(weight, bias, train_x, train_y, method="contribution", k=5)(test_x))
-    assert full > 88.0
-    assert refit >= plain - 1.0 and refit > 85.0  # 5 of 64 features per class keep most of the accuracy
+    # measured on this seeded subset (deterministic): full layer 90.60 %, the paper's head 87.40 %, the
+    # contribution head with bias correction only 89.20 %, with the refit 89.00 % (500 test images: 0.2 point each)
+    assert full == pytest.approx(90.60, abs=0.1)
+    assert plain == pytest.approx(87.40, abs=0.1)
+    assert refit == pytest.approx(89.00, abs=0.1)

@@ -185,7 +185,15 @@ def render_model_card(
             header += ["influential -> noise (%)", "non-influential -> noise (%)"]
             row += [_percent(noise.get("influential_to_noise_accuracy")),
                     _percent(noise.get("non_influential_to_noise_accuracy"))]
-        results_table = markdown_table(header, [row])
+        rows = [row]
+        validation = metrics.get("validation") or {}
+        if validation.get("decomposed_accuracy") is not None:  # recovery: choices made on validation, test read once
+            header = ["split"] + header
+            rows = [[f"{eval_split or 'test'} (read once, at the end)"] + row,
+                    [f"validation ({validation.get('samples')} images held out from training; every choice made on it)",
+                     _percent(validation.get("full_accuracy")), _percent(validation.get("decomposed_accuracy")),
+                     "–" if validation.get("rho") is None else f"{validation['rho']:.4f}"] + ["–"] * (len(row) - 3)]
+        results_table = markdown_table(header, rows)
     d, num_classes = int(config.num_features), int(config.num_labels)
     macs = sum(len(s) for s in config.index_sets)
     backbone = (f"timm `{config.architecture}`" if config.backbone_library == "timm"
