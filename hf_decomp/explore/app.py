@@ -25,7 +25,7 @@ from .views import (activation_figure, class_markdown, contribution_figure, hist
 __all__ = ["Explorer", "build_app", "launch"]
 
 GALLERY_SIZE = 12
-_EMPTY_IMAGE_VIEW = (None, None, None, None, None)
+_EMPTY_IMAGE_VIEW = (None, None, None, None)  # full, decomposed, contributions, maps
 
 
 class Explorer:
@@ -217,9 +217,10 @@ def build_app(explorer: Explorer):
 def _gallery_handler(explorer: Explorer):
     import gradio as gr
 
-    def handler(event: gr.SelectData):
+    def handler(event):
         return explorer.explore_row(event.index)
 
+    handler.__annotations__ = {"event": gr.SelectData}  # a real class, not a string: Gradio reads it to pass the event
     return handler
 
 
