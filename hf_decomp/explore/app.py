@@ -107,7 +107,7 @@ class Explorer:
             same = prediction["full_predicted_label"] == prediction["predicted_label"]
             agree = " (the full model agrees)" if same else f" (the full model says {prediction['full_predicted_label']})"
         message = f"Decomposed prediction: **{prediction['predicted_label']}**{agree}."
-        maps = activation_figure(self.explored, image, self.cache_dir)
+        maps = activation_figure(self.explored, image, prediction["predicted"], self.cache_dir)
         return (message, full if full is not None else {"(not stored in an exported model)": 0.0},
                 prediction["decomposed_top"], str(contribution_figure(self.explored, prediction, self.cache_dir)),
                 None if maps is None else str(maps))
@@ -179,10 +179,11 @@ def build_app(explorer: Explorer):
                     with gr.Row():
                         full = gr.Label(num_top_classes=5, label="full model (top-5)", elem_id="full-top5")
                         decomposed = gr.Label(num_top_classes=5, label="decomposed (top-5)", elem_id="decomposed-top5")
-                    contributions = gr.Image(label="influential features of the predicted class: W_cj · x_j",
-                                             interactive=False, elem_id="contributions")
-                    maps = gr.Image(label="activation maps: all / non-influential / influential channels",
-                                    interactive=False, elem_id="activation-maps")
+                    gr.Markdown("**Influential features of the decomposed prediction**: contributions W_cj · x_j")
+                    contributions = gr.Image(show_label=False, interactive=False, elem_id="contributions", height=260)
+                    gr.Markdown("**Activation maps** of the predicted class: all / non-influential / influential "
+                                "channels")
+                    maps = gr.Image(show_label=False, interactive=False, elem_id="activation-maps", height=260)
             outputs = [message, full, decomposed, contributions, maps, shown]
             show.click(explorer.explore_row, inputs=row, outputs=outputs, api_name="explore_row")
             upload.upload(explorer.explore_upload, inputs=upload, outputs=outputs, api_name="explore_upload")

@@ -73,16 +73,16 @@ def contribution_figure(explored: ExploredModel, prediction: dict, cache_dir: Pa
     return save_figure(fig, path)
 
 
-def activation_figure(explored: ExploredModel, image: Image.Image, cache_dir: Path) -> Path | None:
-    """Activation maps of all / non-influential / influential channels of the predicted class (Table 7)."""
+def activation_figure(explored: ExploredModel, image: Image.Image, cls: int, cache_dir: Path) -> Path | None:
+    """Activation maps of all / non-influential / influential channels of class ``cls`` (Table 7)."""
     adapter = explored.adapter
     if not adapter.has_feature_maps:
         return None
-    path = _cached_path(cache_dir, "maps", hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest())
+    path = _cached_path(cache_dir, "maps", cls, hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest())
     if path.is_file():
         return path
-    rows = compute_activation_rows(adapter, [(image.convert("RGB"), None)], explored.index_sets)
-    title = ("class activation maps of the predicted class" if explored.has_full_weight else
+    rows = compute_activation_rows(adapter, [(image.convert("RGB"), int(cls))], explored.index_sets)
+    title = (f"class activation maps of '{explored.label_names[cls]}'" if explored.has_full_weight else
              "activation maps (exported model: W outside I_c is not stored, so the non-influential map is 0)")
     return plot_activation_grid(rows, explored.label_names, path, title, cell=2.0)
 
