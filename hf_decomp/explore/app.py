@@ -48,6 +48,7 @@ class Explorer:
                                            source["split"], source.get("image_column"))
                              if source.get("split") else None)
         self._predict = lru_cache(maxsize=256)(self._predict_row)
+        self.gallery_rows: list[int] = []
 
     # ---- Image tab --------------------------------------------------------------------------------
     def gallery(self) -> list[tuple[Image.Image, str]]:
@@ -55,8 +56,10 @@ class Explorer:
         if self.eval_images is None:
             return []
         try:
-            count = min(GALLERY_SIZE, self.eval_images.num_rows)
-            return [(image, f"#{i} {self._label(label)}") for i in range(count)
+            rows = self.eval_images.num_rows
+            count = min(GALLERY_SIZE, rows)
+            self.gallery_rows = [i * rows // count for i in range(count)]  # spread: splits are often sorted by label
+            return [(image, f"#{i} {self._label(label)}") for i in self.gallery_rows
                     for image, label in [self.eval_images.row(i)]]
         except (DecompError, OSError) as e:
             self._gallery_error = str(e)
@@ -219,7 +222,7 @@ def _gallery_handler(explorer: Explorer):
     import gradio as gr
 
     def handler(event):
-        return explorer.explore_row(event.index)
+        return explorer.explore_row(explorer.gallery_rows[event.index])
 
     handler.__annotations__ = {"event": gr.SelectData}  # a real class, not a string: Gradio reads it to pass the event
     return handler
