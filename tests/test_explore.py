@@ -90,7 +90,7 @@ def test_class_view_lists_the_set_shared_features_and_top_image_strips(explorer,
     for j in sets[1]:
         others = [explored.label_names[o] for o in range(3) if o != 1 and j in sets[o]]
         assert f"| #{j} | {', '.join(others) or '– (only this class)'} |" in markdown
-    assert [caption for _, caption in strips] == [f"feature #{j} (class '{name}')" for j in sets[1]]
+    assert Path(strips).is_file() and Path(strips).name == "strips-1-class.png"
     # every shown image is one of the class's top images: its content key resolves to a row of that class
     for j in sets[1]:
         for entry in explored.examples.query(j, 1):
@@ -159,7 +159,7 @@ def test_gradio_client_against_the_launched_app(launched, explorer):
     assert decomposed["label"] == message.split("Decomposed prediction: **")[1].split("**")[0]
     markdown, histogram, strips = client.predict(explorer.explored.label_names[0], True, api_name="/class_view")
     assert markdown == explorer.class_view(explorer.explored.label_names[0])[0]
-    assert len(strips) == len(explorer.explored.index_sets[0])
+    assert strips  # the figure came back as a file
 
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or \

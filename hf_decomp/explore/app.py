@@ -20,7 +20,7 @@ from ..errors import DecompError  # noqa: E402
 from .images import DatasetImages  # noqa: E402
 from .source import ExploredModel, open_explored  # noqa: E402
 from .views import (activation_figure, class_markdown, contribution_figure, histogram_figure,  # noqa: E402
-                    model_summary, predict, strip_figure)
+                    model_summary, predict, strips_figure)
 
 __all__ = ["Explorer", "build_app", "launch"]
 
@@ -117,35 +117,35 @@ class Explorer:
 
     # ---- Class tab --------------------------------------------------------------------------------
     def class_view(self, class_name: str, only_this_class: bool = True, progress=None) -> tuple:
-        """(markdown, histogram png, [(strip png, caption)] one per influential feature)."""
+        """(markdown, histogram png, png of the top images of each influential feature)."""
         names = self.explored.label_names
         if class_name not in names:
-            return f"Unknown class {class_name!r}.", None, []
+            return f"Unknown class {class_name!r}.", None, None
         c = names.index(class_name)
         histogram = histogram_figure(self.explored, c, self.cache_dir)
         return class_markdown(self.explored, c), None if histogram is None else str(histogram), \
             self._strips(c, only_this_class, progress)
 
-    def _strips(self, c: int, only_this_class: bool, progress) -> list[tuple[str, str]]:
+    def _strips(self, c: int, only_this_class: bool, progress) -> str | None:
+        """One figure: a row per influential feature of its top activating images (resolved by content key)."""
         examples = self.explored.examples
         if examples is None or self.stats_images is None:
-            return []
+            return None
+        path = self.cache_dir / f"strips-{c}-{'class' if only_this_class else 'all'}.png"
+        if path.is_file():
+            return str(path)
         report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
         strips = []
         for j in self.explored.index_sets[c]:
-            path = self.cache_dir / f"strip-{c if only_this_class else 'all'}-{j}.png"
-            where = f"class '{self.explored.label_names[c]}'" if only_this_class else "all classes"
-            if not path.is_file():
-                found = []
-                for entry in examples.query(j, c if only_this_class else None):
-                    shown = self.stats_images.by_key(entry["key"], report)
-                    if shown is not None:
-                        found.append((shown[0], f"{self._label(shown[1])}\n{entry['activation']:.2f}"))
-                if not found:
-                    continue
-                strip_figure(found, path, f"feature #{j}: top activating images ({where})")
-            strips.append((str(path), f"feature #{j} ({where})"))
-        return strips
+            found = []
+            for entry in examples.query(j, c if only_this_class else None):
+                shown = self.stats_images.by_key(entry["key"], report)
+                if shown is not None:
+                    found.append((shown[0], f"{self._label(shown[1])} {entry['activation']:.2f}"))
+            strips.append((f"feature #{j}", found))
+        if not any(images for _, images in strips):
+            return None
+        return str(strips_figure(strips, path))
 
     # ---- Model tab --------------------------------------------------------------------------------
     def model_view(self) -> tuple[str, list[tuple[str, str]]]:
@@ -199,8 +199,8 @@ def build_app(explorer: Explorer):
                 go = gr.Button("Show class", elem_id="show-class")
             class_text = gr.Markdown(elem_id="class-message")
             histogram = gr.Image(label="top-k1 vote histogram", interactive=False, elem_id="class-histogram")
-            strips = gr.Gallery(label="top activating images of each influential feature", columns=1, height="auto",
-                                elem_id="class-strips")
+            strips = gr.Image(label="top activating statistics images of each influential feature (activation x_j)",
+                              interactive=False, elem_id="class-strips")
 
             def class_handler(name, only_this, progress=gr.Progress()):
                 return explorer.class_view(name, only_this, progress)

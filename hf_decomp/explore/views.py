@@ -101,7 +101,7 @@ def class_markdown(explored: ExploredModel, c: int) -> str:
     lines = [f"### {summary['class']}", f"Influential set I_c ({len(summary['influential'])} of "
              f"{explored.adapter.num_features} features): **{' '.join(map(str, summary['influential']))}**"]
     if accuracy:
-        lines.append("Per-class accuracy: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+        lines.append("\nPer-class accuracy: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                                        for k, v in accuracy.items()))
     lines.append("")
     lines.append(markdown_table(["feature", "also influential for"],
@@ -147,14 +147,19 @@ def _fmt(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def strip_figure(images: list[tuple[Image.Image, str]], path: Path, title: str) -> Path:
-    """One row of thumbnails with captions (a feature's top activating images)."""
-    fig, axes = plt.subplots(1, max(1, len(images)), figsize=(1.3 * max(1, len(images)), 1.7), squeeze=False)
+def strips_figure(strips: list[tuple[str, list[tuple[Image.Image, str]]]], path: Path) -> Path:
+    """One row per feature (its title on the left) of thumbnails with captions: a feature's top images."""
+    columns = max(1, max(len(images) for _, images in strips))
+    fig, axes = plt.subplots(len(strips), columns, figsize=(0.95 * columns + 0.6, 1.25 * len(strips)),
+                             squeeze=False)
     for ax in axes.flat:
-        ax.axis("off")
-    for ax, (image, caption) in zip(axes.flat, images):
-        ax.imshow(image)
-        ax.set_title(caption, fontsize=6)
-    fig.suptitle(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for row, (title, images) in enumerate(strips):
+        axes[row, 0].set_ylabel(title, fontsize=7)
+        for ax, (image, caption) in zip(axes[row], images):
+            ax.imshow(image)
+            ax.set_title(caption, fontsize=6)
     fig.tight_layout()
     return save_figure(fig, path, palette=True)
