@@ -27,6 +27,7 @@ from .resume import CheckpointConfig, PassCheckpoint, default_checkpoint_dir, ke
 from .selection import select_from_statistics
 from .statistics import ClassStatistics
 from .checks import check_k, check_positive_int
+from .top_images import TopImages
 
 __all__ = ["analyze", "AnalysisResult", "gather_statistics", "evaluate_decomposition"]
 
@@ -43,6 +44,14 @@ class AnalysisResult:
     metrics: dict
     out_dir: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    examples: TopImages | None = None  # per feature (and class) the most activating statistics images
+
+    def top_images(self, feature: int, class_: int | None = None) -> list[dict]:
+        """The statistics split's most activating images of ``feature`` (among class ``class_``), as row ids
+        {dataset, split, image_column, key, activation}, most activating first (see :mod:`hf_decomp.top_images`)."""
+        if self.examples is None:
+            raise DecompValueError("this analysis kept no top images (top_images=0)")
+        return self.examples.query(feature, class_)
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int, split: ImageSplit) -> None:
@@ -129,15 +138,19 @@ def _restore(checkpoint: PassCheckpoint | None, feature_pass: FeaturePass, tenso
 
 
 def _resumable_pass(feature_pass: FeaturePass, checkpoint: PassCheckpoint | None, accumulate, tensors: dict,
-                    split: ImageSplit, accelerator) -> dict:
-    """Restore, run and checkpoint one pass, then sum ``tensors`` over processes (all fail together)."""
+                    split: ImageSplit, accelerator, unsummed: dict | None = None) -> dict:
+    """Restore, run and checkpoint one pass, then sum ``tensors`` over processes (all fail together).
+
+    ``unsummed`` tensors are checkpointed too but not summed (the caller merges them, e.g. top-N lists).
+    """
     error = None
+    saved = {**tensors, **(unsummed or {})}
     try:
-        complete = _restore(checkpoint, feature_pass, tensors)
+        complete = _restore(checkpoint, feature_pass, saved)
     except Exception as e:  # noqa: BLE001 - re-raised by raise_if_any_failed on every process
         error, complete = e, True
     if not complete:
-        error = _run_pass(feature_pass, checkpoint, accumulate, tensors)
+        error = _run_pass(feature_pass, checkpoint, accumulate, saved)
     raise_if_any_failed(error, accelerator)
     reduce_sum_(tensors, accelerator)  # the tensors are sums: add the processes' shares
     return _finish_pass(feature_pass, split, accelerator, int(tensors["nonfinite_samples"]))
@@ -156,12 +169,15 @@ def _finish_pass(feature_pass: FeaturePass, split: ImageSplit, accelerator, nonf
 def gather_statistics(
     adapter: ClassifierAdapter, split: ImageSplit, k1_values, accelerator=None, batch_size: int = 256,
     num_workers: int | None = None, checkpoints: CheckpointConfig | None = None, run_key: dict | None = None,
-    channels_last: bool = False, decode: str = "cpu",
+    channels_last: bool = False, decode: str = "cpu", top_images: int = 0,
 ) -> tuple[ClassStatistics, dict]:
     """One pass over ``split``: per-class top-k1 histograms (for every k1), counts and feature sums.
 
     ``split``'s labels are read in the model's class order when it went through
     :func:`~hf_decomp.data.align_labels` (as :func:`analyze` does); otherwise as stored.
+    With ``top_images`` = N > 0 the same pass also keeps, per feature and per (class, feature), the N
+    most activating images as content keys (:class:`~hf_decomp.top_images.TopImages`), returned as
+    ``info["top_images"]`` and merged over processes.
 
     With ``checkpoints``, the sums and the position are saved as the pass goes and, with
     ``checkpoints.resume``, a previous run's checkpoint is continued; ``run_key`` (seed, limit, ...) is
@@ -169,17 +185,26 @@ def gather_statistics(
     """
     accelerator = accelerator or make_accelerator()
     stats = ClassStatistics(adapter.num_classes, adapter.num_features, k1_values, device=accelerator.device)
+    top = TopImages(adapter.num_features, adapter.num_classes, top_images, device=accelerator.device,
+                    source={"dataset": split.name, "split": split.split, "image_column": split.image_column}
+                    ) if top_images else None
     feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"statistics [{split.split}]",
-                               channels_last=channels_last, decode=decode)
+                               channels_last=channels_last, decode=decode, with_keys=top is not None)
     checkpoint = _pass_checkpoint(checkpoints, "statistics", adapter, split, accelerator, batch_size, num_workers,
-                                  {"k1_values": list(stats.k1_values), **(run_key or {})})
+                                  {"k1_values": list(stats.k1_values), **(run_key or {}),
+                                   **({"top_images": top_images} if top else {})})
     tensors = stats.state_dict()
+    unsummed = {f"top_images.{k}": v for k, v in top.state_dict().items()} if top else None
 
-    def accumulate(features, labels):
+    def accumulate(features, labels, keys=None):
         _check_labels(labels, adapter.num_classes, split)
         stats.update(features, labels)
+        if top is not None:
+            top.update(features, labels, keys)
 
-    info = _resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
+    info = _resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator, unsummed)
+    if top is not None:
+        info["top_images"] = top.merge_across_processes_(accelerator).to("cpu")
     return stats.to("cpu"), info
 
 
@@ -256,6 +281,7 @@ def analyze(
     mixed_precision: str | None = None,
     channels_last: bool = False,
     decode: str = "cpu",
+    top_images: int = 16,
 ) -> AnalysisResult:
     """Find each class's influential features and measure the decomposed classifier.
 
@@ -286,6 +312,8 @@ def analyze(
             given; under ``accelerate launch`` its config decides). channels_last: channels-last inputs.
         decode: ``"gpu"`` decodes JPEG images on the CUDA device (nvJPEG); ``"cpu"`` (default, and the
             fallback without CUDA) decodes them in the data-loader workers.
+        top_images: keep per feature (and per class and feature) this many most activating statistics
+            images as row ids, in the same pass (``result.top_images(feature=j, class_=c)``); 0: none.
 
     Example:
         >>> result = analyze("cifar10_resnet20", k1=5, k2=5, limit=1000, eval_limit=500)  # doctest: +SKIP
@@ -324,7 +352,7 @@ def analyze(
     loader_kwargs = dict(accelerator=accelerator, batch_size=batch_size, num_workers=num_workers,
                          checkpoints=checkpoints, channels_last=channels_last, decode=decode)
     stats, stats_info = gather_statistics(adapter, train, [k1], run_key={"seed": seed, "limit": limit},
-                                          **loader_kwargs)
+                                          top_images=top_images, **loader_kwargs)
     if stats.num_samples == 0:
         if stats_info["nonfinite_samples"]:
             raise DecompValueError(
@@ -410,7 +438,8 @@ def analyze(
                   "metrics": {k: metrics[k] for k in ("full_accuracy", "decomposed_accuracy", "rho")},
                   "eval_split": test.split},
     )
-    result = AnalysisResult(indices=indices, statistics=stats, head=head, metrics=metrics, warnings=warnings)
+    result = AnalysisResult(indices=indices, statistics=stats, head=head, metrics=metrics, warnings=warnings,
+                            examples=stats_info.get("top_images"))
     if out_dir is not None and accelerator.is_main_process:
         result.out_dir = write_results(result, out_dir, overwrite)
     if checkpoints is not None:  # the results are safe on disk: the checkpoints have served
@@ -446,6 +475,8 @@ def write_results(result: AnalysisResult, out_dir: str | Path, overwrite: bool =
         save_file({k: v.contiguous() for k, v in result.statistics.state_dict().items()},
                   staging / "statistics.safetensors", metadata={"format": "hf-decomp-statistics/1"})
         atomic_write_json(staging / "metrics.json", result.metrics)
+        if result.examples is not None:
+            result.examples.save(staging)
         atomic_write_text(staging / "report.md", render_analysis_report(result.metrics, result.indices))
     return Path(out_dir)
 

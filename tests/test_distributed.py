@@ -58,6 +58,7 @@ DRIVER = textwrap.dedent("""
             "sets": result.indices.sets,
             "histogram": result.statistics.histogram(5).tolist(),
             "sample_counts": result.statistics.sample_counts.tolist(),
+            "top_images": {k: v.tolist() for k, v in result.examples.state_dict().items()},
             "full": m["full_accuracy"], "decomposed": m["decomposed_accuracy"], "noise": m["noise_ablation"],
             "eval_samples": m["evaluation"]["eval_samples"],
             "per_class": m["evaluation"]["per_class"],
@@ -105,6 +106,7 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
         assert (two["full"], two["decomposed"]) == (one["full"], one["decomposed"])
         assert two["noise"] == one["noise"]  # per-sample noise: independent of the process count
         assert two["per_class"] == one["per_class"]
+        assert two["top_images"] == one["top_images"]  # each process's top-N merged on every process
     assert single["map"]["sets"] == single["streaming"]["sets"]  # same rows, same order
     assert single["map"]["full"] == single["streaming"]["full"]
     assert single["map"]["full"] > 80.0  # a trained resnet20 is far above chance on the subset

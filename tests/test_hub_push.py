@@ -31,6 +31,7 @@ class FakeHub:
     def __init__(self):
         self.repos: dict[str, dict[str, dict[str, bytes]]] = {}
         self.created: list[dict] = []
+        self.created_types: list[tuple[str | None, str | None]] = []  # (repo type, space sdk) per create
         self.commits: list[dict] = []
         self.auth_headers: list[str | None] = []
         self.validated: list[str] = []
@@ -63,6 +64,7 @@ class FakeHub:
                     repo_id = f"{request['organization']}/{request['name']}" if request.get("organization") \
                         else request["name"]
                     hub.created.append({"repo_id": repo_id, "visibility": request.get("visibility")})
+                    hub.created_types.append((request.get("type"), request.get("sdk")))
                     hub.repos.setdefault(repo_id, {"main": {}})
                     return self._send(200, {"url": f"{hub.url}/{repo_id}", "name": repo_id, "id": repo_id})
                 if parts[:2] == ["api", "validate-yaml"]:  # the Hub checks README.md metadata before a commit

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     selection.add_argument("--bias-correction", action="store_true",
                            help="also report the head with b_c += sum of dropped W_cj * mean(x_j) (one more "
                                 "evaluation pass; the headline numbers stay uncorrected)")
+    selection.add_argument("--top-images", type=int, default=16, metavar="N",
+                           help="keep per feature (and per class) the N most activating statistics images as "
+                                "row ids, for `hf-decomp explore` (0: none)")
     add_output_arguments(parser, "runs/analyze")
     add_run_arguments(parser)
     parser.set_defaults(func=run)
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
         checkpoint_dir=args.checkpoint_dir, mixed_precision=args.mixed_precision, channels_last=args.channels_last,
         decode=args.decode,
+        top_images=args.top_images,
     )
     from accelerate import PartialState
 

@@ -14,9 +14,13 @@ def register(subparsers) -> None:
                     "remote code and model card.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--indices", required=True, metavar="RUN_DIR",
+    parser.add_argument("--indices", metavar="RUN_DIR",
                         help="results folder of `hf-decomp analyze` (indices.json, metrics.json, figures)")
-    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    parser.add_argument("--out", metavar="MODEL_DIR", help="model folder to write")
+    parser.add_argument("--space", metavar="SPACE_DIR", default=None,
+                        help="instead, write a Gradio Space folder (app.py, requirements.txt, README) running "
+                             "`hf-decomp explore` over the Hub model --repo-id; upload it with "
+                             "`hf-decomp push SPACE_DIR --repo-type space`")
     parser.add_argument("--model", default=None,
                         help="the decomposed model (default: the base_model recorded in indices.json)")
     parser.add_argument("--checkpoint", default=None, help="local weights file for a timm architecture")
@@ -33,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_classifier
     from ..hub.export import build_decomposed_model, load_run, save_decomposed_model
 
+    if args.space is not None:
+        return _write_space(args)
+    if not args.indices or not args.out:
+        raise DecompValueError("export needs --indices RUN_DIR and --out MODEL_DIR (or --space SPACE_DIR --repo-id "
+                               "USER/MODEL for an explorer Space)")
     check_output_dir(args.out, args.overwrite)  # before loading anything
     indices, metrics = load_run(args.indices)
     model_name = args.model or indices.metadata.get("base_model")
@@ -46,4 +55,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"saved {type(model).__name__} of {model_name} ({config.num_labels} classes, d = {config.num_features}, "
           f"{model.head.multiply_adds} of {config.num_labels * config.num_features} final-layer weights kept) to {out}/")
     print(f"load it with transformers.pipeline('image-classification', model='{out}', trust_remote_code=True)")
+    return 0
+
+
+def _write_space(args: argparse.Namespace) -> int:
+    from ..errors import DecompValueError
+    from ..hub.space import write_space
+
+    if args.repo_id is None:
+        raise DecompValueError("--space needs --repo-id USER/MODEL: the Hub id of the exported model the Space shows")
+    out = write_space(args.space, args.repo_id, overwrite=args.overwrite)
+    print(f"wrote a Gradio Space for {args.repo_id} to {out}/ (app.py, requirements.txt, README.md)")
+    print(f"upload it with: hf-decomp push {out} --repo-id USER/SPACE --repo-type space")
     return 0

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
     parser.add_argument("--indices-only", action="store_true",
                         help="upload only indices.json + indices.safetensors")
+    parser.add_argument("--repo-type", default="model", choices=("model", "space"),
+                        help="'space' uploads a folder written by `hf-decomp export --space` to a Gradio Space")
     parser.add_argument("--token", default=None, help="write token (default: HF_TOKEN or `hf auth login`)")
     parser.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
     parser.set_defaults(func=run)
@@ -28,8 +30,13 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..hub.push import push_indices, push_to_hub
 
+    from ..errors import DecompValueError
+
+    if args.indices_only and args.repo_type == "space":
+        raise DecompValueError("--indices-only uploads index sets to a model repo; drop it or --repo-type space")
+    kwargs = {} if args.indices_only else {"repo_type": args.repo_type}
     push = push_indices if args.indices_only else push_to_hub
     url = push(args.dir, args.repo_id, private=args.private, commit_message=args.commit_message,
-               revision=args.revision, token=args.token, endpoint=args.endpoint)
+               revision=args.revision, token=args.token, endpoint=args.endpoint, **kwargs)
     print(f"pushed {args.dir} to {args.repo_id}: {url}")
     return 0

@@ -74,7 +74,7 @@ def _upload(folder: Path, repo_id: str, *, private: bool, commit_message: str, r
     api = HfApi(endpoint=endpoint, token=_resolve_token(token))
     where = api.endpoint
     repo = _hub_call(f"create repo {repo_id!r}", where, api.create_repo, repo_id, private=private, exist_ok=True,
-                     repo_type=repo_type, space_sdk=space_sdk)
+                     repo_type=repo_type, space_sdk=space_sdk or ("gradio" if repo_type == "space" else None))
     if revision and revision != "main":
         _hub_call(f"create branch {revision!r} in {repo_id!r}", where, api.create_branch, repo_id,
                   branch=revision, exist_ok=True, repo_type=repo_type)
@@ -93,8 +93,10 @@ def push_to_hub(
     revision: str | None = None,
     token: str | None = None,
     endpoint: str | None = None,
+    repo_type: str = "model",
 ) -> str:
-    """Upload a saved decomposed model folder (``hf-decomp export`` output) to a Hub model repo.
+    """Upload a saved decomposed model folder (``hf-decomp export`` output) to a Hub model repo, or an
+    explorer Space folder (``hf-decomp export --space``) to a Space with ``repo_type="space"``.
 
     Args:
         folder: the model folder (config.json, model.safetensors, code, indices, README.md).
@@ -108,6 +110,14 @@ def push_to_hub(
         the URL of the commit.
     """
     folder = Path(folder)
+    if repo_type not in ("model", "space"):
+        raise DecompValueError(f"repo_type={repo_type!r}: push uploads a model folder ('model') or a Space ('space')")
+    if repo_type == "space":
+        if not (folder / "app.py").is_file():
+            raise DecompFileError(f"{str(folder)!r} is not a Space folder (no app.py); create one with "
+                                  f"`hf-decomp export --space {folder} --repo-id USER/MODEL`.")
+        return _upload(folder, repo_id, private=private, revision=revision, token=token, endpoint=endpoint,
+                       commit_message=commit_message or "Upload hf-decomp explorer Space", repo_type="space")
     if not (folder / "config.json").is_file():
         raise DecompFileError(
             f"{str(folder)!r} is not a saved model folder (no config.json); create one with "

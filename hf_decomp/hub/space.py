@@ -1,0 +1,63 @@
+"""A Hugging Face Space folder that runs the hf-decomp explorer over a decomposed model on the Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import SpaceCard, SpaceCardData
+
+from ..errors import DecompValueError
+from ..io_utils import staged_output_dir
+
+__all__ = ["write_space"]
+
+APP_TEMPLATE = '''"""Hugging Face Space: the hf-decomp explorer of {repo_id} (written by `hf-decomp export --space`)."""
+
+from hf_decomp.explore.app import launch
+
+# Spaces route traffic to port 7860 of every interface; the model is read from its Hub id.
+launch({repo_id!r}, host="0.0.0.0", port=7860)
+'''
+
+BODY = """
+# hf-decomp explorer: {repo_id}
+
+Interactive view of the decomposed classifier [{repo_id}](https://huggingface.co/{repo_id}) (Badola et al.,
+*Decomposing the Deep: Finding Class Specific Filters in Deep CNNs*): each class c reads only its influential
+features I_c of the backbone's pooled features.
+
+- **Image**: pick or upload an image; decomposed prediction (top-5), the contributions W_cj · x_j of the
+  predicted class's influential features, and activation maps of its influential channels.
+- **Class**: a class's influential set and which other classes share each feature.
+- **Model**: rho (decomposed / full accuracy) and the figures stored with the model.
+
+Run it locally with `pip install -r requirements.txt && python app.py`, or with
+`hf-decomp explore {repo_id}`.
+"""
+
+
+def write_space(out_dir: str | Path, repo_id: str, *, overwrite: bool = False, title: str | None = None) -> Path:
+    """Write ``app.py``, ``requirements.txt`` and a README with Space metadata into ``out_dir`` (atomically).
+
+    Args:
+        repo_id: the Hub id of the exported decomposed model the Space shows (``user/name``).
+        title: the Space's title (default: derived from ``repo_id``).
+    """
+    import gradio
+
+    from .. import __version__
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise DecompValueError(f"--repo-id {repo_id!r}: a Space shows a model pushed to the Hub; give its id as "
+                               f"user/name (push it first with `hf-decomp push MODEL_DIR --repo-id user/name`).")
+    data = SpaceCardData(title=title or f"{repo_id.split('/')[1]} explorer"[:60], sdk="gradio",
+                         sdk_version=gradio.__version__, app_file="app.py", models=[repo_id], license="apache-2.0",
+                         tags=["hf-decomp", "interpretability"], emoji="🔍", colorFrom="indigo", colorTo="red",
+                         pinned=False)
+    card = SpaceCard(f"---\n{data.to_yaml()}\n---\n" + BODY.format(repo_id=repo_id))
+    with staged_output_dir(out_dir, overwrite) as staging:
+        (staging / "app.py").write_text(APP_TEMPLATE.format(repo_id=repo_id), encoding="utf-8")
+        (staging / "requirements.txt").write_text(
+            f"hf-decomp[explore]>={__version__}\ngradio=={gradio.__version__}\n", encoding="utf-8")
+        card.save(staging / "README.md")
+    return Path(out_dir)

@@ -1,0 +1,51 @@
+"""Read back an ``hf-decomp analyze`` results folder: indices, metrics, statistics and top images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from .errors import DecompFileError, DecompValueError
+from .indices import INDICES_JSON, InfluentialIndices
+from .statistics import ClassStatistics
+from .top_images import TOP_IMAGES_FILE, TopImages
+
+__all__ = ["ResultsFolder", "is_results_folder"]
+
+
+def is_results_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / INDICES_JSON).is_file() and (path / "metrics.json").is_file()
+
+
+@dataclass
+class ResultsFolder:
+    """What ``analyze(out_dir=...)`` wrote, loaded; ``examples`` is None for folders without top images."""
+
+    path: Path
+    indices: InfluentialIndices
+    metrics: dict
+    statistics: ClassStatistics | None
+    examples: TopImages | None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ResultsFolder":
+        path = Path(path)
+        if not is_results_folder(path):
+            raise DecompFileError(f"{str(path)!r} is not an `hf-decomp analyze` results folder (it needs "
+                                  f"{INDICES_JSON} and metrics.json); give the --out folder of analyze.")
+        statistics_file = path / "statistics.safetensors"
+        statistics = ClassStatistics.from_state_dict(load_file(statistics_file)) if statistics_file.is_file() else None
+        examples = TopImages.load(path) if (path / TOP_IMAGES_FILE).is_file() else None
+        return cls(path, InfluentialIndices.load(path), json.loads((path / "metrics.json").read_text()),
+                   statistics, examples)
+
+    def top_images(self, feature: int, class_: int | None = None) -> list[dict]:
+        """Most activating statistics images of ``feature`` (in class ``class_``): [{dataset, split,
+        image_column, key, activation}], most activating first."""
+        if self.examples is None:
+            raise DecompValueError(f"{self.path} holds no {TOP_IMAGES_FILE}; re-run analyze with --top-images N.")
+        return self.examples.query(feature, class_)

@@ -1,0 +1,205 @@
+"""The explorer: its functions directly, through gradio_client against a launched app, and in a real browser."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_decomp import analyze
+from hf_decomp.cli import main
+from hf_decomp.data.loader import image_key
+from hf_decomp.errors import DecompFileError
+from hf_decomp.explore.source import open_explored
+
+from conftest import make_color_dataset
+from helpers_models import save_tiny_timm_model
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("explore")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = save_tiny_timm_model(root / "tiny_timm")
+        data = make_color_dataset(root / "colors", per_class=6)
+        analyze(str(model), str(data), k1=2, k2=2, out_dir=root / "run", num_workers=0, batch_size=8, top_images=3)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def explorer(run_dir):
+    from hf_decomp.explore.app import Explorer
+
+    return Explorer(open_explored(str(run_dir)))
+
+
+def _decomposed_logits(explored, image):
+    pixels = explored.adapter.transform(image)[None]
+    with torch.no_grad():
+        features = explored.adapter.forward_features(pixels)
+        return features, explored.head(features)[0], explored.adapter.classifier(features)[0]
+
+
+def test_image_view_shows_full_and_decomposed_predictions_and_contributions(explorer):
+    from hf_decomp.explore.views import predict
+
+    message, full, decomposed, contributions, maps, shown = explorer.explore_row(4)
+    image, label = explorer.eval_images.row(4)
+    features, logits, full_logits = _decomposed_logits(explorer.explored, image)
+    names = explorer.explored.label_names
+    predicted = names[int(logits.argmax())]
+    assert f"Decomposed prediction: **{predicted}**" in message and f"True label: **{names[label]}**" in message
+    assert decomposed[predicted] == pytest.approx(float(logits.softmax(-1).max()), abs=1e-6)
+    assert full[names[int(full_logits.argmax())]] == pytest.approx(float(full_logits.softmax(-1).max()), abs=1e-6)
+    assert Path(contributions).is_file() and Path(maps).is_file() and shown.size == image.size
+    prediction = predict(explorer.explored, image)
+    c = prediction["predicted"]
+    # the bars are W_cj x_j over I_c: with the bias they add up to the decomposed logit
+    assert sum(v for _, v in prediction["contributions"]) + prediction["bias"] == pytest.approx(float(logits[c]), abs=1e-4)
+    assert sorted(j for j, _ in prediction["contributions"]) == sorted(explorer.explored.index_sets[c])
+
+
+def test_upload_of_a_non_image_is_a_message_and_of_an_image_a_prediction(explorer, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    message, *outputs, shown = explorer.explore_upload(str(text))
+    assert "notes.txt is not an image" in message and outputs == [None] * 4 and shown is None
+    image, _ = explorer.eval_images.row(0)
+    image.save(tmp_path / "pic.png")
+    message, *_ = explorer.explore_upload(str(tmp_path / "pic.png"))
+    _, logits, _ = _decomposed_logits(explorer.explored, image)
+    assert f"**{explorer.explored.label_names[int(logits.argmax())]}**" in message
+    assert "not a number" in explorer.explore_row("x")[0] and "does not exist" in explorer.explore_row(10_000)[0]
+
+
+def test_class_view_lists_the_set_shared_features_and_top_image_strips(explorer, run_dir):
+    explored = explorer.explored
+    name = explored.label_names[1]
+    markdown, histogram, strips = explorer.class_view(name, only_this_class=True)
+    sets = explored.index_sets
+    assert f"**{' '.join(map(str, sets[1]))}**" in markdown and Path(histogram).is_file()
+    for j in sets[1]:
+        others = [explored.label_names[o] for o in range(3) if o != 1 and j in sets[o]]
+        assert f"| #{j} | {', '.join(others) or '– (only this class)'} |" in markdown
+    assert Path(strips).is_file() and Path(strips).name == "strips-1-class.png"
+    # every shown image is one of the class's top images: its content key resolves to a row of that class
+    for j in sets[1]:
+        for entry in explored.examples.query(j, 1):
+            row = explorer.stats_images.rows_by_key()[entry["key"]]
+            cell = explorer.stats_images.split.dataset[row][explorer.stats_images.split.image_column]
+            assert image_key(cell) == entry["key"]
+            assert explorer.stats_images.row(row)[1] == 1
+
+
+def test_model_view_reports_rho_and_per_class_accuracy(explorer, run_dir):
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    summary, figures = explorer.model_view()
+    assert f"rho = decomposed / full: **{metrics['rho']:.4g}**" in summary
+    first = explorer.explored.label_names[0]
+    per_class = metrics["evaluation"]["per_class"][first]
+    assert f"| {first} | {per_class['decomposed_accuracy']:.2f} |" in summary
+    assert figures == []
+
+
+def test_a_folder_that_is_neither_results_nor_model_is_refused(tmp_path, capsys):
+    (tmp_path / "junk.txt").write_text("x")
+    with pytest.raises(DecompFileError, match="neither an `hf-decomp analyze` results folder"):
+        open_explored(str(tmp_path))
+    assert main(["explore", str(tmp_path / "missing")]) == 2
+    assert "hf-decomp explore: error:" in capsys.readouterr().err
+
+
+def test_an_exported_model_folder_opens_without_full_weights(run_dir, tmp_path):
+    assert main(["export", "--indices", str(run_dir), "--out", str(tmp_path / "model")]) == 0
+    explored = open_explored(str(tmp_path / "model"))
+    from hf_decomp.hub import DecomposedForImageClassification
+    from hf_decomp.explore.views import predict
+    from hf_decomp.explore.images import DatasetImages
+
+    assert not explored.has_full_weight and explored.index_sets == open_explored(str(run_dir)).index_sets
+    image, _ = DatasetImages(explored.dataset, "test").row(2)
+    model = DecomposedForImageClassification.from_pretrained(str(tmp_path / "model"))
+    with torch.no_grad():
+        logits = model(explored.adapter.transform(image)[None]).logits[0]
+    prediction = predict(explored, image)
+    assert prediction["full_top"] is None
+    assert prediction["decomposed_top"][prediction["predicted_label"]] == pytest.approx(
+        float(logits.softmax(-1).max()), abs=1e-5)
+
+
+# ---- the launched app: gradio_client and a real browser ------------------------------------------------
+@pytest.fixture(scope="module")
+def launched(explorer):
+    from hf_decomp.explore.app import build_app, theme
+
+    app = build_app(explorer)
+    app.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, theme=theme(),
+                       allowed_paths=[str(explorer.cache_dir)])
+    yield app.local_url
+    app.close()
+
+
+def test_gradio_client_against_the_launched_app(launched, explorer):
+    from gradio_client import Client
+
+    client = Client(launched, verbose=False, download_files=False)
+    message, full, decomposed, *_ = client.predict(4, api_name="/explore_row")
+    assert message == explorer.explore_row(4)[0]
+    assert decomposed["label"] == message.split("Decomposed prediction: **")[1].split("**")[0]
+    markdown, histogram, strips = client.predict(explorer.explored.label_names[0], True, api_name="/class_view")
+    assert markdown == explorer.class_view(explorer.explored.label_names[0])[0]
+    assert strips  # the figure came back as a file
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or \
+    "/usr/bin/chromedriver"
+_NO_BROWSER = not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists())
+
+
+@pytest.mark.skipif(_NO_BROWSER, reason="needs headless Chromium: `sudo apt-get install -y chromium chromium-driver` "
+                                        "(Debian/Ubuntu); .ci/run installs them")
+def test_real_browser_picks_an_image_and_sees_the_prediction_and_figures(launched, explorer, tmp_path):
+    pytest.importorskip("selenium", reason="pip install selenium (in the dev extra)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1100"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(launched)
+        wait = WebDriverWait(driver, 60)
+        number = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#image-number input")))
+        number.clear()
+        number.send_keys("4")
+        driver.find_element(By.CSS_SELECTOR, "#explore-image").click()
+        expected = explorer.explore_row(4)[0].split("Decomposed prediction: **")[1].split("**")[0]
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#image-message"),
+                                                    f"Decomposed prediction: {expected}"))
+        for figure in ("#contributions", "#activation-maps"):
+            wait.until(lambda d, f=figure: d.execute_script(
+                f"const i = document.querySelector('{f} img'); return i && i.complete && i.naturalWidth > 0;"))
+        assert expected in driver.find_element(By.CSS_SELECTOR, "#decomposed-top5").text
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "explorer_browser.png"))
+        assert (ARTIFACTS / "explorer_browser.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
