@@ -19,6 +19,7 @@ from .features import FeaturePass, make_accelerator
 from .head import DecomposedLinear
 from .indices import InfluentialIndices
 from .io_utils import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
+from .layers import FINAL, resolve_k, resolve_layers
 from .models import ClassifierAdapter, load_classifier
 from .report import render_analysis_report
 from .resume import CheckpointConfig, PassCheckpoint, default_checkpoint_dir, key_digest
@@ -40,6 +41,8 @@ class AnalysisResult:
     metrics: dict
     out_dir: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    layer_indices: dict[str, InfluentialIndices] = field(default_factory=dict)  # --layers: name -> sets
+    layer_statistics: dict[str, ClassStatistics] = field(default_factory=dict)
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int, split: ImageSplit) -> None:
@@ -242,6 +245,7 @@ def analyze(
     checkpoint_dir: str | Path | None = None,
     mixed_precision: str | None = None,
     channels_last: bool = False,
+    layers: list[str] | None = None,
 ) -> AnalysisResult:
     """Find each class's influential features and measure the decomposed classifier.
 
@@ -266,6 +270,9 @@ def analyze(
             They are removed once the results folder is written.
         mixed_precision: ``"bf16"`` / ``"fp16"`` autocast of the forward pass (when no ``accelerator`` is
             given; under ``accelerate launch`` its config decides). channels_last: channels-last inputs.
+        layers: also find sets at these layers (module names, ``all-blocks``, ``final``; see
+            :func:`hf_decomp.layers.resolve_layers`), all in the same statistics pass. k1 / k2 may then be
+            fractions of each layer's width (e.g. 0.1). Saved under ``layers/`` in ``out_dir``.
 
     Example:
         >>> result = analyze("cifar10_resnet20", k1=5, k2=5, limit=1000, eval_limit=500)  # doctest: +SKIP
@@ -282,6 +289,12 @@ def analyze(
     adapter.to(accelerator.device)
     if channels_last:
         adapter.to(memory_format=torch.channels_last)
+    k1_requested, k2_requested = k1, k2  # ints, or fractions of each layer's width
+    inner_layers = [name for name in resolve_layers(adapter, layers) if name != FINAL] if layers else []
+    if inner_layers and method not in ("histogram", "coverage"):
+        raise DecompValueError(f"--layers works with the histogram method (Algorithm 1), not {method!r}")
+    k1 = resolve_k("k1", k1, adapter.num_features)
+    k2 = None if k2 is None else resolve_k("k2", k2, adapter.num_features)
     _validate_k("k1", k1, adapter.num_features)
     _validate_k("k2", k2, adapter.num_features)
 
@@ -300,8 +313,17 @@ def analyze(
 
     loader_kwargs = dict(accelerator=accelerator, batch_size=batch_size, num_workers=num_workers,
                          checkpoints=checkpoints, channels_last=channels_last)
-    stats, stats_info = gather_statistics(adapter, train, [k1], run_key={"seed": seed, "limit": limit},
-                                          **loader_kwargs)
+    layer_stats = {}
+    if inner_layers:  # every layer, the final one included, in the same single pass
+        from .layers import gather_layer_statistics
+
+        layer_stats, stats_info = gather_layer_statistics(
+            adapter, train, [*inner_layers, FINAL], [k1_requested, k1], return_info=True,
+            run_key={"seed": seed, "limit": limit}, **loader_kwargs)
+        stats = layer_stats.pop(FINAL)
+    else:
+        stats, stats_info = gather_statistics(adapter, train, [k1], run_key={"seed": seed, "limit": limit},
+                                              **loader_kwargs)
     if stats.num_samples == 0:
         if stats_info["nonfinite_samples"]:
             raise DecompValueError(
@@ -379,7 +401,19 @@ def analyze(
                   "metrics": {k: metrics[k] for k in ("full_accuracy", "decomposed_accuracy", "rho")},
                   "eval_split": test.split},
     )
-    result = AnalysisResult(indices=indices, statistics=stats, head=head, metrics=metrics, warnings=warnings)
+    layer_indices = {}
+    if layer_stats:
+        from .layers.artifacts import layer_index_sets
+
+        layer_indices = layer_index_sets(
+            layer_stats, adapter.label_names, k1=k1_requested, k2=k2_requested if coverage is None else None,
+            coverage=coverage, metadata={"base_model": adapter.name, "dataset": train.name, "split": train.split})
+        metrics["layers"] = {name: {"width": s.num_features, "k1": s.metadata["k1"], "k2": s.metadata["k2"],
+                                    "mean_set_size": s.multiply_adds / s.num_classes}
+                             for name, s in layer_indices.items()}
+        indices.metadata.update(layer="final", width=d)
+    result = AnalysisResult(indices=indices, statistics=stats, head=head, metrics=metrics, warnings=warnings,
+                            layer_indices=layer_indices, layer_statistics=layer_stats)
     if out_dir is not None and accelerator.is_main_process:
         result.out_dir = write_results(result, out_dir, overwrite)
     if checkpoints is not None:  # the results are safe on disk: the checkpoints have served
@@ -416,6 +450,10 @@ def write_results(result: AnalysisResult, out_dir: str | Path, overwrite: bool =
                   staging / "statistics.safetensors", metadata={"format": "hf-decomp-statistics/1"})
         atomic_write_json(staging / "metrics.json", result.metrics)
         atomic_write_text(staging / "report.md", render_analysis_report(result.metrics, result.indices))
+        if result.layer_indices:
+            from .layers.artifacts import save_layer_indices
+
+            save_layer_indices(staging, result.layer_indices)
     return Path(out_dir)
 
 

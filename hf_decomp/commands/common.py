@@ -51,3 +51,39 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        help="autocast the forward pass (default: accelerate's config, else no)")
     group.add_argument("--channels-last", action="store_true",
                        help="channels-last inputs and weights (faster convolutions on recent GPUs)")
+
+
+def int_or_fraction(text: str) -> int | float:
+    """``5`` -> 5 (absolute), ``0.1`` -> 0.1 (a fraction of the layer's width)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor a fraction such as 0.1") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: a fraction of the layer width must be in (0, 1)")
+    return value
+
+
+def add_layer_arguments(parser: argparse.ArgumentParser, default: list[str] | None = None) -> None:
+    """``--layers`` (module names, timm feature_info.N, all-blocks, final) and ``--list-layers``."""
+    group = parser.add_argument_group("layers")
+    group.add_argument("--layers", nargs="+", default=default, metavar="NAME",
+                       help="also analyze these layers in the same pass: module names as model.named_modules() "
+                            "prints them, feature_info.N, 'all-blocks' or 'final' (the default)")
+    group.add_argument("--list-layers", action="store_true", help="print the model's layer names and exit")
+
+
+def print_layer_list(args: argparse.Namespace) -> int:
+    """Print every name ``--layers`` accepts, blocks marked, for the model of ``args``."""
+    from ..layers import block_names, layer_choices
+    from ..models import load_classifier
+
+    adapter = load_classifier(args.model or "cifar10_resnet20", checkpoint=getattr(args, "checkpoint", None))
+    blocks = set(block_names(adapter))
+    for name in layer_choices(adapter):
+        print(f"{name}  (block)" if name in blocks else name)
+    return 0
