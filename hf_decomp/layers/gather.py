@@ -73,7 +73,7 @@ def gather_layer_statistics(
     Args:
         layers: names for :func:`~hf_decomp.layers.resolve_layers` (module names, ``all-blocks``, ``final``).
         k1_values: per sample votes; an int is used as is in every layer, a float in (0, 1) is that
-            fraction of each layer's width.
+            fraction of each layer's width; or a dict {resolved layer name: k1 values} per layer.
         mass_fractions: Psi_k fractions whose count histograms to keep (selectivity).
         rank_histograms: keep (C, d, d) rank counts per layer (fractional-k selection; narrow layers only).
         checkpoints / run_key / channels_last: as :func:`~hf_decomp.analyze.gather_statistics`.
@@ -94,11 +94,13 @@ def gather_layer_statistics(
     names = resolve_layers(adapter, list(layers))
     if not names:
         raise DecompValueError("no layers given; name at least one (e.g. 'final' or 'all-blocks')")
-    k1_values = list(k1_values)
+    per_layer = dict(k1_values) if isinstance(k1_values, dict) else None
+    k1_values = None if per_layer is not None else list(k1_values)
     widths = layer_widths(adapter, names)
     stats = {
         name: LayerStatistics(adapter.num_classes, width,
-                              sorted({resolve_k("k1", k, width, name) for k in k1_values}),
+                              sorted({resolve_k("k1", k, width, name)
+                                      for k in (per_layer.get(name, ()) if per_layer is not None else k1_values)}),
                               device=accelerator.device, mass_fractions=mass_fractions,
                               rank_histograms=rank_histograms)
         for name, width in widths.items()}
