@@ -22,7 +22,7 @@ from ..selection import coverage_per_class
 from .common import StudyResult
 from .plotting import plt, save_figure
 
-__all__ = ["layer_selectivity", "select_by_activation_mass", "selectivity_profile", "selectivity_study",
+__all__ = ["run_selectivity", "layer_selectivity", "select_by_activation_mass", "selectivity_profile", "selectivity_study",
            "rank_correlation", "MEASURES"]
 
 # name, label, True when a higher value means more class-specific
@@ -180,3 +180,27 @@ def selectivity_study(profiles: list[dict], out_dir, *, data: dict | None = None
         + "\n".join(_verdict(claims)) + "\n\n" + markdown_table(header, rows))
     return StudyResult("selectivity", "Selectivity against depth", markdown,
                        {"profiles": profiles, "claims": claims, **(data or {})}, [figure])
+
+
+def run_selectivity(models, dataset: str | None, out_dir, *, layers=("all-blocks",), fraction: float = 0.5, k1=5,
+                    split: str = "train", limit: int | None = None, seed: int = 0, batch_size: int = 256,
+                    num_workers: int | None = None, overwrite: bool = False) -> StudyResult:
+    """Profiles of every model (one pass each) into ``out_dir``: report.md, report.json, selectivity.png."""
+    from ..data import load_image_split
+    from ..io_utils import check_output_dir, staged_output_dir
+    from ..models import load_classifier
+    from .report import write_report
+
+    if isinstance(models, str):
+        models = [models]
+    check_output_dir(out_dir, overwrite)
+    image_split = load_image_split(dataset, split, limit=limit, seed=seed)
+    adapters = [load_classifier(name) for name in models]  # fail on a bad name before any pass
+    profiles = [selectivity_profile(adapter, image_split, layers, fraction=fraction, k1=k1, batch_size=batch_size,
+                                    num_workers=num_workers) for adapter in adapters]
+    settings = {"models": list(models), "layers": list(layers), "k": fraction, "k1": k1, "split": split,
+                "limit": limit, "seed": seed, "dataset": image_split.describe()}
+    with staged_output_dir(out_dir, overwrite) as staging:
+        result = selectivity_study(profiles, staging, data={"settings": settings})
+        write_report([result], staging, settings, title="hf-decomp selectivity")
+    return result
