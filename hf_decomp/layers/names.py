@@ -103,7 +103,7 @@ def resolve_layers(model_or_adapter, names) -> list[str]:
             hint = f" Close matches: {', '.join(close)}." if close else ""
             raise UnknownLayerError(
                 f"layer {name!r} is not a module of {type(network).__name__}.{hint} List every layer name with "
-                f"`hf-decomp analyze --model MODEL --list-layers` (or hf_decomp.layers.layer_choices(adapter)).")
+                f"`hf-decomp analyze --model MODEL --list-layers` (also accepted by selectivity) (or hf_decomp.layers.layer_choices(adapter)).")
     unique = list(dict.fromkeys(chosen))
     inner = sorted((n for n in unique if n != FINAL), key=modules.__getitem__)
     return inner + ([FINAL] if FINAL in unique else [])
