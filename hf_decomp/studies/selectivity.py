@@ -199,7 +199,8 @@ def run_selectivity(models, dataset: str | None, out_dir, *, layers=("all-blocks
     profiles = [selectivity_profile(adapter, image_split, layers, fraction=fraction, k1=k1, batch_size=batch_size,
                                     num_workers=num_workers) for adapter in adapters]
     settings = {"models": list(models), "layers": list(layers), "k": fraction, "k1": k1, "split": split,
-                "limit": limit, "seed": seed, "dataset": image_split.describe()}
+                "limit": limit, "seed": seed, "images": image_split.num_rows,
+                "dataset": dataset or "bundled CIFAR-10"}  # no machine paths in committed results
     with staged_output_dir(out_dir, overwrite) as staging:
         result = selectivity_study(profiles, staging, data={"settings": settings})
         write_report([result], staging, settings, title="hf-decomp selectivity")
