@@ -37,8 +37,7 @@ def mass_counts(features: torch.Tensor, fraction: float) -> torch.Tensor:
     values = features.double().clamp(min=0).sort(dim=1, descending=True).values
     totals = values.sum(dim=1, keepdim=True)
     cumulative = values.cumsum(dim=1) / totals.clamp(min=torch.finfo(torch.float64).tiny)
-    counts = (cumulative < fraction - 1e-12).sum(dim=1)
-    return torch.where(totals.squeeze(1) > 0, counts, torch.full_like(counts, features.shape[1]))
+    return (cumulative < fraction - 1e-12).sum(dim=1)  # an all-zero row has cumulative 0 everywhere: count d
 
 
 def _median_from_histogram(histogram: torch.Tensor) -> torch.Tensor:
