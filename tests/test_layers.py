@@ -131,3 +131,29 @@ def test_cli_layers_list_and_unknown_name(color_dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("hf-decomp analyze: error: layer 'layer3.9' is not a module")
     assert "Close matches: layer3.2, layer3.1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_interrupted_layer_pass_resumes_to_the_same_result(color_dataset, blocks_adapter, tmp_path, monkeypatch):
+    from hf_decomp.layers.statistics import LayerStatistics
+
+    settings = dict(k1=2, k2=2, layers=["all-blocks"], batch_size=5, num_workers=0)
+    uninterrupted = analyze(blocks_adapter, str(color_dataset), **settings)
+    original = LayerStatistics.update
+    calls = {"n": 0}
+
+    def crash_in_third_batch(self, *args, **kwargs):  # 3 layers (2 blocks + final) per batch
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LayerStatistics, "update", crash_in_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        analyze(blocks_adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", checkpoint_every=1)
+    assert _hooks(blocks_adapter.model) == 0
+    monkeypatch.setattr(LayerStatistics, "update", original)
+    resumed = analyze(blocks_adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", resume=True)
+    for name, stats in uninterrupted.layer_statistics.items():
+        assert torch.equal(stats.histogram(2), resumed.layer_statistics[name].histogram(2)), name
+    assert resumed.statistics.num_samples == 24 and resumed.layer_statistics["blocks.0"].num_samples == 24
+    assert load_indices(tmp_path / "run", layer="blocks.0").sets == BLOCK0_SETS

@@ -116,14 +116,25 @@ def gather_layer_statistics(
                                                 "rank_histograms": rank_histograms, **(run_key or {})})
     capture = LayerCapture(adapter.model, inner)
 
+    on_cpu = accelerator.device.type == "cpu"
+
     def accumulate(features, labels):
         _check_labels(labels, adapter.num_classes, split)
         pooled = capture.take()
-        nonfinite.add_((~torch.isfinite(features).all(dim=1)).sum())
-        for name in inner:
-            stats[name].update(pooled[name], labels)
-        if FINAL in stats:
-            stats[FINAL].update(features, labels)
+        # dozens of tiny (B, d) updates per batch: on a busy CPU, intra-op threads waiting on each other
+        # made them 20-50x slower than one thread (measured under load); the network keeps its threads
+        threads = torch.get_num_threads()
+        if on_cpu and threads > 1:
+            torch.set_num_threads(1)
+        try:
+            nonfinite.add_((~torch.isfinite(features).all(dim=1)).sum())
+            for name in inner:
+                stats[name].update(pooled[name], labels)
+            if FINAL in stats:
+                stats[FINAL].update(features, labels)
+        finally:
+            if on_cpu and threads > 1:
+                torch.set_num_threads(threads)
 
     with capture:  # hooks removed on exit, also when the pass fails
         info = _resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
