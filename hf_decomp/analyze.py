@@ -21,6 +21,7 @@ from .features import FeaturePass, make_accelerator
 from .head import DecomposedLinear
 from .indices import InfluentialIndices
 from .io_utils import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
+from .layers import FINAL, resolve_k, resolve_layers
 from .models import ClassifierAdapter, load_classifier
 from .report import render_analysis_report
 from .resume import CheckpointConfig, PassCheckpoint, default_checkpoint_dir, key_digest
@@ -52,6 +53,8 @@ class AnalysisResult:
         if self.examples is None:
             raise DecompValueError("this analysis kept no top images (top_images=0)")
         return self.examples.query(feature, class_)
+    layer_indices: dict[str, InfluentialIndices] = field(default_factory=dict)  # --layers: name -> sets
+    layer_statistics: dict[str, ClassStatistics] = field(default_factory=dict)
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int, split: ImageSplit) -> None:
@@ -282,6 +285,7 @@ def analyze(
     channels_last: bool = False,
     decode: str = "cpu",
     top_images: int = 16,
+    layers: list[str] | None = None,
 ) -> AnalysisResult:
     """Find each class's influential features and measure the decomposed classifier.
 
@@ -314,6 +318,9 @@ def analyze(
             fallback without CUDA) decodes them in the data-loader workers.
         top_images: keep per feature (and per class and feature) this many most activating statistics
             images as row ids, in the same pass (``result.top_images(feature=j, class_=c)``); 0: none.
+        layers: also find sets at these layers (module names, ``all-blocks``, ``final``; see
+            :func:`hf_decomp.layers.resolve_layers`), all in the same statistics pass. k1 / k2 may then be
+            fractions of each layer's width (e.g. 0.1). Saved under ``layers/`` in ``out_dir``.
 
     Example:
         >>> result = analyze("cifar10_resnet20", k1=5, k2=5, limit=1000, eval_limit=500)  # doctest: +SKIP
@@ -333,6 +340,12 @@ def analyze(
     adapter.to(accelerator.device)
     if channels_last:
         adapter.to(memory_format=torch.channels_last)
+    k1_requested, k2_requested = k1, k2  # ints, or fractions of each layer's width
+    inner_layers = [name for name in resolve_layers(adapter, layers) if name != FINAL] if layers else []
+    if inner_layers and method not in ("histogram", "coverage"):
+        raise DecompValueError(f"--layers works with the histogram method (Algorithm 1), not {method!r}")
+    k1 = resolve_k("k1", k1, adapter.num_features)
+    k2 = None if k2 is None else resolve_k("k2", k2, adapter.num_features)
     check_k("k1", k1, adapter.num_features)
     check_k("k2", k2, adapter.num_features)
 
@@ -351,8 +364,21 @@ def analyze(
 
     loader_kwargs = dict(accelerator=accelerator, batch_size=batch_size, num_workers=num_workers,
                          checkpoints=checkpoints, channels_last=channels_last, decode=decode)
-    stats, stats_info = gather_statistics(adapter, train, [k1], run_key={"seed": seed, "limit": limit},
-                                          top_images=top_images, **loader_kwargs)
+    layer_stats, warnings = {}, []
+    if inner_layers:  # every layer, the final one included, in the same single pass
+        from .layers import gather_layer_statistics
+
+        if top_images:
+            warnings.append("top images per feature are not kept in a --layers run; run analyze without "
+                            "--layers for `hf-decomp explore`'s image strips")
+            top_images = 0
+        layer_stats, stats_info = gather_layer_statistics(
+            adapter, train, [*inner_layers, FINAL], [k1_requested, k1], return_info=True,
+            run_key={"seed": seed, "limit": limit}, **loader_kwargs)
+        stats = layer_stats.pop(FINAL)
+    else:
+        stats, stats_info = gather_statistics(adapter, train, [k1], run_key={"seed": seed, "limit": limit},
+                                              top_images=top_images, **loader_kwargs)
     if stats.num_samples == 0:
         if stats_info["nonfinite_samples"]:
             raise DecompValueError(
@@ -363,7 +389,6 @@ def analyze(
                                f"({stats_info['skipped_images']} unreadable images skipped); nothing to analyze.")
     sets, empty = select_from_statistics(stats, k1=k1, k2=k2, coverage=coverage, method=method,
                                          weight=adapter.weight.detach())
-    warnings = []
     if empty:
         names = [adapter.label_names[c] for c in empty]
         warnings.append(f"classes without samples in the statistics split: {names}; their sets come from "
@@ -438,7 +463,19 @@ def analyze(
                   "metrics": {k: metrics[k] for k in ("full_accuracy", "decomposed_accuracy", "rho")},
                   "eval_split": test.split},
     )
+    layer_indices = {}
+    if layer_stats:
+        from .layers.artifacts import layer_index_sets
+
+        layer_indices = layer_index_sets(
+            layer_stats, adapter.label_names, k1=k1_requested, k2=k2_requested if coverage is None else None,
+            coverage=coverage, metadata={"base_model": adapter.name, "dataset": train.name, "split": train.split})
+        metrics["layers"] = {name: {"width": s.num_features, "k1": s.metadata["k1"], "k2": s.metadata["k2"],
+                                    "mean_set_size": s.multiply_adds / s.num_classes}
+                             for name, s in layer_indices.items()}
+        indices.metadata.update(layer="final", width=d)
     result = AnalysisResult(indices=indices, statistics=stats, head=head, metrics=metrics, warnings=warnings,
+                            layer_indices=layer_indices, layer_statistics=layer_stats,
                             examples=stats_info.get("top_images"))
     if out_dir is not None and accelerator.is_main_process:
         result.out_dir = write_results(result, out_dir, overwrite)
@@ -478,6 +515,10 @@ def write_results(result: AnalysisResult, out_dir: str | Path, overwrite: bool =
         if result.examples is not None:
             result.examples.save(staging)
         atomic_write_text(staging / "report.md", render_analysis_report(result.metrics, result.indices))
+        if result.layer_indices:
+            from .layers.artifacts import save_layer_indices
+
+            save_layer_indices(staging, result.layer_indices)
     return Path(out_dir)
 
 

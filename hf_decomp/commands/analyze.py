@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_arguments, add_model_arguments, add_output_arguments, add_run_arguments, positive_int
+from .common import (add_data_arguments, add_layer_arguments, add_model_arguments, add_output_arguments,
+                     add_run_arguments, int_or_fraction)
 
 
 def register(subparsers) -> None:
@@ -18,8 +19,10 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     add_data_arguments(parser)
     selection = parser.add_argument_group("selection")
-    selection.add_argument("--k1", type=positive_int, default=5, help="top features per sample that vote")
-    selection.add_argument("--k2", type=positive_int, default=5, help="influential features kept per class")
+    selection.add_argument("--k1", type=int_or_fraction, default=5,
+                           help="top features per sample that vote (or a fraction of each layer's width, e.g. 0.1)")
+    selection.add_argument("--k2", type=int_or_fraction, default=5,
+                           help="influential features kept per class (or a fraction of each layer's width)")
     selection.add_argument("--coverage", type=float, default=None,
                            help="instead of --k2: per class, keep the fewest features holding this percent "
                                 "of the histogram mass (e.g. 50)")
@@ -32,6 +35,7 @@ def register(subparsers) -> None:
     selection.add_argument("--top-images", type=int, default=16, metavar="N",
                            help="keep per feature (and per class) the N most activating statistics images as "
                                 "row ids, for `hf-decomp explore` (0: none)")
+    add_layer_arguments(parser)
     add_output_arguments(parser, "runs/analyze")
     add_run_arguments(parser)
     parser.set_defaults(func=run)
@@ -40,6 +44,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analyze import analyze
 
+    if args.list_layers:
+        from .common import print_layer_list
+
+        return print_layer_list(args)
     coverage = None
     if args.coverage is not None:
         if not 0 < args.coverage <= 100:
@@ -58,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir, mixed_precision=args.mixed_precision, channels_last=args.channels_last,
         decode=args.decode,
         top_images=args.top_images,
+        layers=args.layers,
     )
     from accelerate import PartialState
 
@@ -75,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"final-layer MACs     {m['multiply_adds']['full']} -> {m['multiply_adds']['decomposed']}")
     for warning in result.warnings:
         print(f"warning: {warning}")
+    for name, info in m.get("layers", {}).items():
+        print(f"layer {name:<24} d={info['width']:<5} k1={info['k1']:<4} mean set size {info['mean_set_size']:.1f}")
     if result.out_dir is not None:
-        print(f"results in {result.out_dir}/ (indices.json, indices.safetensors, metrics.json, report.md)")
+        print(f"results in {result.out_dir}/ (indices.json, indices.safetensors, metrics.json, report.md"
+              f"{', layers/' if result.layer_indices else ''})")
     return 0

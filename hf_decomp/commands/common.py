@@ -127,3 +127,43 @@ def check_out(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     if out is not None:
         check_output_dir(out, bool(getattr(args, "overwrite", False)), inputs=input_paths(args))
+
+
+def int_or_fraction(text: str) -> int | float:
+    """``5`` -> 5 (absolute), ``0.1`` -> 0.1 (a fraction of the layer's width)."""
+    try:
+        value = int(text)
+    except ValueError:
+        pass
+    else:
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{value} must be 1 or more (or a fraction such as 0.1)")
+        return value
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor a fraction such as 0.1") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: a fraction of the layer width must be in (0, 1)")
+    return value
+
+
+def add_layer_arguments(parser: argparse.ArgumentParser, default: list[str] | None = None) -> None:
+    """``--layers`` (module names, timm feature_info.N, all-blocks, final) and ``--list-layers``."""
+    group = parser.add_argument_group("layers")
+    group.add_argument("--layers", nargs="+", default=default, metavar="NAME",
+                       help="also analyze these layers in the same pass: module names as model.named_modules() "
+                            "prints them, feature_info.N, 'all-blocks' or 'final' (the default)")
+    group.add_argument("--list-layers", action="store_true", help="print the model's layer names and exit")
+
+
+def print_layer_list(args: argparse.Namespace) -> int:
+    """Print every name ``--layers`` accepts, blocks marked, for the model of ``args``."""
+    from ..layers import block_names, layer_choices
+    from ..models import load_classifier
+
+    adapter = load_classifier(args.model or "cifar10_resnet20", checkpoint=getattr(args, "checkpoint", None))
+    blocks = set(block_names(adapter))
+    for name in layer_choices(adapter):
+        print(f"{name}  (block)" if name in blocks else name)
+    return 0

@@ -61,8 +61,8 @@ def register(subparsers) -> None:
     _add_common(report, "runs/report", many_models=True)
     report.add_argument("--studies", type=_name_list, default=None,
                         help="subset of depth,noise,histograms,sweep,overlap,csg,activation-maps,"
-                             "imagenet-activation-maps (default: all; imagenet maps only when the sample "
-                             "images and the EfficientNet-Lite0 package are present)")
+                             "imagenet-activation-maps,selectivity (default: all; imagenet maps only when the "
+                             "sample images and the EfficientNet-Lite0 package are present)")
     report.add_argument("--sweep-k1", type=_int_list, default=_int_list(PAPER_GRID))
     report.add_argument("--sweep-k2", type=_int_list, default=_int_list(PAPER_GRID))
     report.add_argument("--csg-epochs", type=int, default=5)

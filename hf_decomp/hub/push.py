@@ -186,8 +186,11 @@ def load_indices(
     token: str | None = None,
     endpoint: str | None = None,
     cache_dir: str | Path | None = None,
+    layer: str | None = None,
 ) -> InfluentialIndices:
     """Load index sets from a local folder / ``indices.json`` file or from a Hub repo (``user/name``).
+
+    ``layer`` picks the sets of another layer of an ``analyze --layers`` run (default: the final layer).
 
     Hub files go through ``hf_hub_download`` (cached; offline, the cached copy is used).
 
@@ -197,7 +200,14 @@ def load_indices(
     """
     local = Path(path_or_repo_id).expanduser()
     if local.exists():
-        return InfluentialIndices.load(local / subfolder if subfolder else local)
+        from ..layers.artifacts import layer_indices_dir
+
+        folder = local / subfolder if subfolder else local
+        if layer not in (None, "final"):
+            folder = layer_indices_dir(folder.parent if folder.is_file() else folder, layer)
+        return InfluentialIndices.load(folder)
+    if layer not in (None, "final"):
+        subfolder = "/".join(filter(None, (subfolder, "layers", layer)))
     repo_id = str(path_or_repo_id)
     if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
         raise DecompFileError(

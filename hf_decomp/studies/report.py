@@ -31,7 +31,8 @@ from .sweep import DEFAULT_GRID, sweep_study
 __all__ = ["ReportSettings", "run_report", "write_report", "render_report", "STUDIES", "PAPER_IMAGENET_CLASSES",
            "imagenet_activation_study", "dataset_activation_study"]
 
-STUDIES = ("depth", "noise", "histograms", "sweep", "overlap", "csg", "activation-maps", "imagenet-activation-maps")
+STUDIES = ("depth", "noise", "histograms", "sweep", "overlap", "csg", "activation-maps", "imagenet-activation-maps",
+           "selectivity")
 CIFAR_RESNETS = ("cifar10_resnet20", "cifar10_resnet32", "cifar10_resnet44", "cifar10_resnet56")
 PAPER_IMAGENET_CLASSES = ("abacus", "seat belt", "squirrel monkey", "wreck", "Madagascar cat", "standard poodle",
                           "Welsh springer spaniel", "frilled lizard", "thatch")
@@ -57,6 +58,8 @@ class ReportSettings:
     imagenet_dataset: str | None = None  # None: shared/data/imagenet-samples when present
     imagenet_classes: Sequence[str] = PAPER_IMAGENET_CLASSES
     studies: Sequence[str] = STUDIES
+    selectivity_k: float = 0.5  # mass fraction of Psi_k
+    selectivity_limit: int | None = 10000  # seeded subset of the train split passed through every block
     limit: int | None = None
     eval_limit: int | None = None
     seed: int = 0
@@ -172,6 +175,21 @@ def imagenet_activation_study(out_dir, *, model: str = "pypi:efficientnet-lite0"
                                 layer=layer, filename="activation_maps_imagenet.png", non_influential=non_influential)
 
 
+def _selectivity_result(features: dict[str, ModelFeatures], settings: ReportSettings, out_dir) -> StudyResult:
+    """Selectivity of every block of every model, from one pass each over a seeded train subset."""
+    from ..data import load_image_split
+    from ..models import load_classifier
+    from .selectivity import selectivity_profile, selectivity_study
+
+    limits = [v for v in (settings.limit, settings.selectivity_limit) if v is not None]
+    split = load_image_split(settings.dataset, "train", limit=min(limits) if limits else None, seed=settings.seed)
+    profiles = [selectivity_profile(mf.adapter if mf.adapter is not None else load_classifier(name), split,
+                                    ["all-blocks"], fraction=settings.selectivity_k, k1=settings.k1,
+                                    num_workers=settings.num_workers)
+                for name, mf in features.items()]
+    return selectivity_study(profiles, out_dir)
+
+
 def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "runs/report", *, overwrite: bool = False,
                load: Callable[[str], ModelFeatures] | None = None, progress: bool = True) -> dict:
     """Run the chosen studies and write the report folder.
@@ -263,6 +281,8 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
                 staging, model=settings.imagenet_model, dataset=settings.imagenet_dataset,
                 classes=settings.imagenet_classes, k=settings.k2, cache_dir=settings.cache_dir,
                 non_influential=settings.activation_non_influential)))
+        if "selectivity" in wanted:
+            results.append(timed("selectivity", lambda: _selectivity_result(features, settings, staging)))
         timings["total"] = round(time.perf_counter() - started, 2)  # wall clock, including figures
         write_report(results, staging, settings.to_json(), timings)
         report = {"settings": settings.to_json(), "timings_seconds": timings,
