@@ -26,10 +26,9 @@ from ..errors import DecompValueError
 from ..hub.modeling_specialist import ChannelShortcut
 
 __all__ = ["count_macs", "prepare_for_pruning", "ChannelShortcutPruner", "VoteImportance", "restrict_head",
-           "prune_to_budget", "PRUNING_METHODS", "resolve_classes"]
+           "prune_to_budget", "check_budget", "prune_by_ratio", "max_pruning_ratio", "PRUNING_METHODS", "resolve_classes"]
 
 PRUNING_METHODS = ("class-aware", "magnitude")
-MAX_PRUNING_RATIO = 0.9  # Torch-Pruning skips a group when a higher ratio would empty a 16-channel layer
 
 
 def resolve_classes(spec: str | Sequence, label_names: Sequence[str]) -> list[int]:
@@ -117,8 +116,13 @@ class VoteImportance(tp.importance.Importance):
     at that channel (a residual stage's channel is voted for at the stem and at every block).
     """
 
-    def __init__(self, scores: dict[nn.Module, torch.Tensor]):
-        self.scores = scores
+    def __init__(self, scores: dict[str, torch.Tensor], model: nn.Module | None = None):
+        self.named_scores = dict(scores)
+        self.scores = {model.get_submodule(n): s for n, s in scores.items()} if model is not None else {}
+
+    def bind(self, model: nn.Module) -> "VoteImportance":
+        """The same scores keyed by the modules of ``model`` (Torch-Pruning hands over modules, not names)."""
+        return VoteImportance(self.named_scores, model)
 
     @torch.no_grad()
     def __call__(self, group) -> torch.Tensor:
@@ -159,19 +163,20 @@ def _importance(method: str, scores):
     if method == "magnitude":
         return tp.importance.GroupMagnitudeImportance(p=1)
     if method == "class-aware":
+        if not scores:
+            raise DecompValueError("class-aware pruning needs the chosen classes' channel votes (scores)")
         return VoteImportance(scores)
     raise DecompValueError(f"pruning method {method!r} is unknown; choose from {PRUNING_METHODS}")
 
 
-def _prune(model: nn.Module, input_size, importance, ratio: float) -> nn.Module:
-    model = copy.deepcopy(model).eval()
+def prune_by_ratio(model: nn.Module, input_size, importance, ratio: float) -> nn.Module:
+    """A copy of ``model`` with ``ratio`` of every channel group pruned by ``importance`` (Torch-Pruning)."""
+    model = copy.deepcopy(model).eval().requires_grad_(True)  # Torch-Pruning traces through autograd
     if ratio <= 0:
         return model
     example = torch.zeros(1, *input_size, device=next(model.parameters()).device)
-    # scores are keyed by module: map them onto the copy
     if isinstance(importance, VoteImportance):
-        originals = dict(importance.scores)
-        importance = VoteImportance({m: originals[o] for m, o in _pair_modules(model, importance)})
+        importance = importance.bind(model)
     pruner = tp.pruner.MetaPruner(
         model, example, importance=importance, pruning_ratio=ratio, global_pruning=False,
         ignored_layers=[model.get_classifier()], customized_pruners={ChannelShortcut: ChannelShortcutPruner()},
@@ -180,11 +185,35 @@ def _prune(model: nn.Module, input_size, importance, ratio: float) -> nn.Module:
     return model
 
 
-def _pair_modules(copy_model: nn.Module, importance: VoteImportance):
-    by_name = importance.names
-    for name, module in copy_model.named_modules():
-        if name in by_name:
-            yield module, by_name[name]
+def max_pruning_ratio(model: nn.Module) -> float:
+    """The largest per-group ratio that keeps at least one channel in the narrowest convolution.
+
+    Torch-Pruning prunes ``C - int(C * (1 - ratio))`` channels of a C-channel group and skips a
+    group that this would empty, so a larger ratio would leave the narrowest layers unpruned.
+    """
+    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return 1.0 - 1.0 / min(widths) - 1e-6 if widths else 0.0
+
+
+def _refuse_unreachable(budget: float, smallest: float) -> None:
+    if smallest > budget:
+        raise DecompValueError(f"--macs {budget} cannot be reached: keeping one channel in the narrowest layer "
+                               f"(the same fraction pruned everywhere) leaves {smallest:.4f} of the full model's "
+                               f"multiply-adds; the smallest reachable budget is {smallest:.4f}.")
+
+
+def check_budget(model: nn.Module, input_size: Sequence[int], budget: float, reference_macs: int) -> float:
+    """Refuse a budget outside (0, 1] or below the smallest reachable one (which is returned), before any data is read.
+
+    Every group loses the same fraction of its channels whatever the importance, so the smallest
+    reachable budget does not depend on the method.
+    """
+    if not 0.0 < budget <= 1.0:
+        raise DecompValueError(f"--macs {budget} must be a fraction in (0, 1] of the full model's multiply-adds")
+    smallest = count_macs(prune_by_ratio(model, input_size, _importance("magnitude", None), max_pruning_ratio(model)),
+                          input_size) / reference_macs
+    _refuse_unreachable(budget, smallest)
+    return smallest
 
 
 def prune_to_budget(model: nn.Module, input_size: Sequence[int], budget: float, *, method: str,
@@ -202,25 +231,19 @@ def prune_to_budget(model: nn.Module, input_size: Sequence[int], budget: float, 
     if not 0.0 < budget <= 1.0:
         raise DecompValueError(f"--macs {budget} must be a fraction in (0, 1] of the full model's multiply-adds")
     reference_macs = reference_macs or count_macs(model, input_size)
-    if method == "class-aware":
-        importance = VoteImportance({model.get_submodule(n): s for n, s in (scores or {}).items()})
-        importance.names = {n: model.get_submodule(n) for n in (scores or {})}
-    else:
-        importance = _importance(method, None)
+    importance = _importance(method, scores)
 
     def fraction(ratio):
-        pruned = _prune(model, input_size, importance, ratio)
+        pruned = prune_by_ratio(model, input_size, importance, ratio)
         return pruned, count_macs(pruned, input_size) / reference_macs
 
-    best = _prune(model, input_size, importance, 0.0), count_macs(model, input_size) / reference_macs
+    best = prune_by_ratio(model, input_size, importance, 0.0), count_macs(model, input_size) / reference_macs
     if best[1] <= budget:
         return best[0], {"pruning_ratio": 0.0, "macs": round(best[1] * reference_macs), "macs_fraction": best[1]}
-    smallest = fraction(MAX_PRUNING_RATIO)
-    if smallest[1] > budget:
-        raise DecompValueError(f"--macs {budget} cannot be reached: pruning {MAX_PRUNING_RATIO:.0%} of every "
-                               f"layer's channels leaves {smallest[1]:.4f} of the full model's multiply-adds; "
-                               f"the smallest reachable budget is {smallest[1]:.4f}.")
-    low, high, best = 0.0, MAX_PRUNING_RATIO, (smallest[0], smallest[1], MAX_PRUNING_RATIO)
+    top = max_pruning_ratio(model)
+    smallest = fraction(top)
+    _refuse_unreachable(budget, smallest[1])
+    low, high, best = 0.0, top, (smallest[0], smallest[1], top)
     while high - low > 1e-3:
         mid = (low + high) / 2
         pruned, macs = fraction(mid)
