@@ -99,11 +99,16 @@ def main() -> None:
                       "test_images": len(test_rows)})
         votes = gather_channel_votes(prepare_for_pruning(model), *train, len(class_ids), args.k1_fractions)
         print(f"{subset}: data + votes {time.time() - started:.0f}s", flush=True)
-        # k1 on validation, at the selection budget, head refit only
+        # the per-group ratio of a budget does not depend on the method: bisect once per budget
+        ratios = {budget: prune_specialist(model, class_ids, budget, method="magnitude",
+                                           input_size=input_size)[1]["pruning_ratio"]
+                  for budget in sorted({*args.budgets, args.select_budget})}
+        # k1 on validation, at the selection budget, with the full recovery recipe
         k1_val = {}
         for fraction in args.k1_fractions:
             pruned, _ = prune_specialist(model, class_ids, args.select_budget, method="class-aware",
-                                         input_size=input_size, scores=votes[fraction])
+                                         input_size=input_size, scores=votes[fraction],
+                                         ratio=ratios[args.select_budget])
             k1_val[fraction] = accuracy(recover_specialist(pruned, train), *val)
         k1 = max(k1_val, key=k1_val.get)
         print(f"{subset}: k1 fraction validation accuracies {k1_val} -> {k1}", flush=True)
@@ -113,7 +118,8 @@ def main() -> None:
                     continue
                 t = time.time()
                 raw, info = prune_specialist(model, class_ids, budget, method=method, input_size=input_size,
-                                             scores=votes[k1] if method == "class-aware" else None)
+                                             scores=votes[k1] if method == "class-aware" else None,
+                                             ratio=ratios[budget])
                 recalibrated = recalibrate_batchnorm(copy.deepcopy(raw), train[0])
                 refit_only = recover_specialist(raw, train, recalibrate=False)
                 pruned = recover_specialist(raw, train)

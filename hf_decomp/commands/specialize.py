@@ -29,6 +29,8 @@ def register(subparsers) -> None:
                         help="training images per class for the votes, batch-norm recalibration and head refit")
     parser.add_argument("--val-per-class", type=int, default=300,
                         help="training images per class held out as validation (reported, never trained on)")
+    parser.add_argument("--test-per-class", type=int, default=None,
+                        help="evaluate on the first this many test images per class (default: all)")
     parser.add_argument("--k1-fraction", type=float, default=0.25,
                         help="each image votes for this fraction of a layer's channels")
     parser.add_argument("--finetune-epochs", type=float, default=0.0,
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     result = specialize(args.model or "cifar10_resnet20", args.classes, args.macs, method=args.method,
                         checkpoint=args.checkpoint, dataset=args.dataset, train_split=args.train_split,
                         eval_split=args.eval_split, train_per_class=args.train_per_class,
-                        val_per_class=args.val_per_class, k1_fraction=args.k1_fraction,
+                        val_per_class=args.val_per_class, test_per_class=args.test_per_class,
+                        k1_fraction=args.k1_fraction,
                         finetune_epochs=args.finetune_epochs, lr=args.lr, baselines=not args.no_baselines,
                         seed=args.seed, out_dir=args.out, overwrite=args.overwrite)
     for row in result["table"]:

@@ -22,7 +22,8 @@ __all__ = ["specialize"]
 
 def specialize(model_name: str, classes, macs: float, *, method: str = "class-aware", checkpoint=None,
                dataset: str | None = None, train_split: str = "train", eval_split: str = "test",
-               train_per_class: int = 1000, val_per_class: int = 300, k1_fraction: float = 0.25,
+               train_per_class: int = 1000, val_per_class: int = 300, test_per_class: int | None = None,
+               k1_fraction: float = 0.25,
                finetune_epochs: float = 0.0, lr: float = 0.01, baselines: bool = True, seed: int = 0,
                out_dir: str | Path | None = None, overwrite: bool = False) -> dict:
     """Prune ``model_name`` to ``macs`` of its multiply-adds for ``classes``; recover; compare; save.
@@ -44,8 +45,8 @@ def specialize(model_name: str, classes, macs: float, *, method: str = "class-aw
     train_rows, val_rows = split_rows(class_rows(train_data, class_ids), val_per_class, train_per_class, seed)
     train = load_class_images(train_data, train_rows, class_ids, adapter.transform)
     val = load_class_images(train_data, val_rows, class_ids, adapter.transform)
-    test = load_class_images(test_data, sum(class_rows(test_data, class_ids).values(), []), class_ids,
-                             adapter.transform)
+    test_rows = [r for rows in class_rows(test_data, class_ids).values() for r in rows[:test_per_class]]
+    test = load_class_images(test_data, test_rows, class_ids, adapter.transform)
 
     def row(name, net, info=None, logits=None):
         result = {"name": name, "macs_fraction": (info or {}).get("macs_fraction", 1.0),
@@ -77,7 +78,8 @@ def specialize(model_name: str, classes, macs: float, *, method: str = "class-aw
     pretrained_cfg.update(num_classes=len(class_ids), label_names=[adapter.label_names[c] for c in class_ids])
     report = {"base_model": model_name, "class_ids": class_ids, "macs_budget": macs, "method": method,
               "full_macs": full_macs, "k1_fraction": k1_fraction, "train_per_class": train_per_class,
-              "val_per_class": val_per_class, "finetune_epochs": finetune_epochs, "lr": lr, "seed": seed,
+              "val_per_class": val_per_class, "test_per_class": test_per_class,
+              "finetune_epochs": finetune_epochs, "lr": lr, "seed": seed,
               "test_images": int(test[1].numel())}
     exported = SpecialistForImageClassification.from_pruned(
         specialist, architecture=adapter.config.get("architecture"), pretrained_cfg=pretrained_cfg,

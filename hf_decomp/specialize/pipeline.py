@@ -20,7 +20,7 @@ from ..data import ImageSplit
 from ..finetune import finetune, training_transform
 from ..hub.modeling_specialist import SpecialistForImageClassification
 from ..models.adapter import ClassifierAdapter
-from .pruning import count_macs, prepare_for_pruning, prune_to_budget, restrict_head
+from .pruning import count_macs, importance_of, prepare_for_pruning, prune_by_ratio, prune_to_budget, restrict_head
 from .recovery import pooled_features, refit_linear_head
 
 __all__ = ["prune_specialist", "recalibrate_batchnorm", "recover_specialist", "restricted_teacher", "subset_split", "finetune_specialist", "parameter_count"]
@@ -31,16 +31,24 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def prune_specialist(model: nn.Module, class_ids: Sequence[int], budget: float, *, method: str,
-                     input_size: Sequence[int], scores: dict[str, torch.Tensor] | None = None
-                     ) -> tuple[nn.Module, dict]:
+                     input_size: Sequence[int], scores: dict[str, torch.Tensor] | None = None,
+                     ratio: float | None = None) -> tuple[nn.Module, dict]:
     """Prune a timm classifier to ``budget`` of its multiply-adds, keeping only ``class_ids``' head rows.
+
+    ``ratio``: the per-group pruning ratio found for this budget by an earlier call (it does not
+    depend on the method: every group loses the same number of channels), which skips the bisection.
 
     Returns the pruned model and facts: ``pruning_ratio``, ``macs``, ``macs_fraction``, ``full_macs``, ``params``.
     """
     full_macs = count_macs(model, input_size)
     prepared = restrict_head(prepare_for_pruning(model), class_ids)
-    pruned, info = prune_to_budget(prepared, input_size, budget, method=method, scores=scores,
-                                   reference_macs=full_macs)
+    if ratio is None:
+        pruned, info = prune_to_budget(prepared, input_size, budget, method=method, scores=scores,
+                                       reference_macs=full_macs)
+    else:
+        pruned = prune_by_ratio(prepared, input_size, importance_of(method, scores), ratio)
+        macs = count_macs(pruned, input_size)
+        info = {"pruning_ratio": ratio, "macs": macs, "macs_fraction": macs / full_macs}
     info.update(full_macs=full_macs, params=parameter_count(pruned))
     return pruned.eval(), info
 

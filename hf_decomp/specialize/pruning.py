@@ -26,7 +26,7 @@ from ..errors import DecompValueError
 from ..hub.modeling_specialist import ChannelShortcut
 
 __all__ = ["count_macs", "prepare_for_pruning", "ChannelShortcutPruner", "VoteImportance", "restrict_head",
-           "prune_to_budget", "check_budget", "prune_by_ratio", "max_pruning_ratio", "PRUNING_METHODS", "resolve_classes"]
+           "prune_to_budget", "check_budget", "prune_by_ratio", "importance_of", "max_pruning_ratio", "PRUNING_METHODS", "resolve_classes"]
 
 PRUNING_METHODS = ("class-aware", "magnitude")
 
@@ -159,7 +159,8 @@ def restrict_head(model: nn.Module, class_ids: Sequence[int]) -> nn.Module:
     return model
 
 
-def _importance(method: str, scores):
+def importance_of(method: str, scores: dict[str, torch.Tensor] | None = None) -> tp.importance.Importance:
+    """Torch-Pruning importance of a method: L1 of each group's weights, or the class votes."""
     if method == "magnitude":
         return tp.importance.GroupMagnitudeImportance(p=1)
     if method == "class-aware":
@@ -210,7 +211,7 @@ def check_budget(model: nn.Module, input_size: Sequence[int], budget: float, ref
     """
     if not 0.0 < budget <= 1.0:
         raise DecompValueError(f"--macs {budget} must be a fraction in (0, 1] of the full model's multiply-adds")
-    smallest = count_macs(prune_by_ratio(model, input_size, _importance("magnitude", None), max_pruning_ratio(model)),
+    smallest = count_macs(prune_by_ratio(model, input_size, importance_of("magnitude", None), max_pruning_ratio(model)),
                           input_size) / reference_macs
     _refuse_unreachable(budget, smallest)
     return smallest
@@ -231,7 +232,7 @@ def prune_to_budget(model: nn.Module, input_size: Sequence[int], budget: float, 
     if not 0.0 < budget <= 1.0:
         raise DecompValueError(f"--macs {budget} must be a fraction in (0, 1] of the full model's multiply-adds")
     reference_macs = reference_macs or count_macs(model, input_size)
-    importance = _importance(method, scores)
+    importance = importance_of(method, scores)
 
     def fraction(ratio):
         pruned = prune_by_ratio(model, input_size, importance, ratio)
