@@ -4,4 +4,4 @@ A module's ``register`` adds its parser and sets ``func`` (args -> exit code) as
 """
 
 # Order is the order of ``hf-decomp --help``.
-COMMAND_MODULES = ("analyze", "export", "push", "report", "recover", "explore", "selectivity")
+COMMAND_MODULES = ("analyze", "export", "push", "report", "recover", "explore", "selectivity", "specialize")

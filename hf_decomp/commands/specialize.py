@@ -1,0 +1,62 @@
+"""``hf-decomp specialize``: a smaller network that only serves a class subset, with its baselines."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_arguments
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "specialize",
+        help="prune a classifier down to the channels a class subset needs (Torch-Pruning), recover, export",
+        description="Keep, at every layer, the channels most voted for by the chosen classes' training images, "
+                    "prune the rest with Torch-Pruning to a multiply-add budget, keep only the chosen classes' "
+                    "head rows, recover (batch-norm recalibration, head refit, optional distilled fine-tuning) "
+                    "and save a from_pretrained-able model with a card. The table compares it with the full "
+                    "model restricted to the classes and with L1 magnitude pruning at the same budget.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--classes", required=True, help="class names or ids, comma-separated (e.g. cat,dog or 3,5)")
+    parser.add_argument("--macs", type=float, required=True, help="budget: fraction of the full model's multiply-adds")
+    parser.add_argument("--method", default="class-aware", choices=("class-aware", "magnitude"))
+    parser.add_argument("--dataset", default=None, help="labelled dataset (default: bundled CIFAR-10)")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--eval-split", default="test")
+    parser.add_argument("--train-per-class", type=int, default=1000,
+                        help="training images per class for the votes, batch-norm recalibration and head refit")
+    parser.add_argument("--val-per-class", type=int, default=300,
+                        help="training images per class held out as validation (reported, never trained on)")
+    parser.add_argument("--test-per-class", type=int, default=None,
+                        help="evaluate on the first this many test images per class (default: all)")
+    parser.add_argument("--k1-fraction", type=float, default=0.25,
+                        help="each image votes for this fraction of a layer's channels")
+    parser.add_argument("--finetune-epochs", type=float, default=0.0,
+                        help="epochs of distilled fine-tuning over the --train-per-class images (0: none)")
+    parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the magnitude-pruning baseline")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, metavar="MODEL_DIR")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io_utils import check_output_dir
+    from ..specialize.api import specialize
+
+    check_output_dir(args.out, args.overwrite)
+    result = specialize(args.model or "cifar10_resnet20", args.classes, args.macs, method=args.method,
+                        checkpoint=args.checkpoint, dataset=args.dataset, train_split=args.train_split,
+                        eval_split=args.eval_split, train_per_class=args.train_per_class,
+                        val_per_class=args.val_per_class, test_per_class=args.test_per_class,
+                        k1_fraction=args.k1_fraction,
+                        finetune_epochs=args.finetune_epochs, lr=args.lr, baselines=not args.no_baselines,
+                        seed=args.seed, out_dir=args.out, overwrite=args.overwrite)
+    for row in result["table"]:
+        print(f"{row['name']:<40} MACs {row['macs_fraction']:.3f}  params {row['params']:>8}  "
+              f"accuracy {row['test_accuracy']:.2f} %")
+    print(f"saved to {args.out}/ (SpecialistForImageClassification.from_pretrained)")
+    return 0

@@ -1,0 +1,61 @@
+"""Configuration of a class-specialist sub-network: a channel-pruned timm backbone over a class subset.
+
+Self-contained (imports only transformers): the pruned widths live here, so ``from_pretrained``
+rebuilds the smaller network before it reads ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+__all__ = ["SpecialistConfig"]
+
+
+class SpecialistConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`SpecialistForImageClassification`].
+
+    Args:
+        architecture (`str`, *optional*):
+            timm architecture of the unpruned network (e.g. `"cifar10_resnet56"`).
+        pretrained_cfg (`dict`, *optional*):
+            timm's pretrained config (mean, std, input size): it rebuilds the eval transform.
+        module_shapes (`dict[str, list[int]]`, *optional*):
+            per pruned module (name as `named_modules()` prints it): `[out, in]` channels of a
+            convolution or linear layer, `[num_features]` of a batch norm.
+        shortcuts (`dict[str, dict]`, *optional*):
+            per channel-scattering shortcut (option-A ResNet shortcuts): `src` and `dst` channel
+            lists, `out_channels` and `stride`.
+        class_ids (`list[int]`, *optional*):
+            the kept classes' ids in the base model (row ``i`` of the head is class ``class_ids[i]``).
+        base_model (`str`, *optional*): the model that was pruned.
+        macs_budget (`float`, *optional*): the requested fraction of the base model's multiply-adds.
+        pruning_method (`str`, *optional*): `"class-aware"` or `"magnitude"`.
+        metrics (`dict`, *optional*): numbers measured when the model was built.
+    """
+
+    model_type = "hf-decomp-specialist"
+
+    def __init__(
+        self,
+        architecture: str | None = None,
+        pretrained_cfg: dict | None = None,
+        module_shapes: dict | None = None,
+        shortcuts: dict | None = None,
+        class_ids: list[int] | None = None,
+        base_model: str | None = None,
+        macs_budget: float | None = None,
+        pruning_method: str | None = None,
+        metrics: dict | None = None,
+        **kwargs,
+    ):
+        self.architecture = architecture
+        self.pretrained_cfg = dict(pretrained_cfg or {})
+        self.module_shapes = {k: list(v) for k, v in (module_shapes or {}).items()}
+        self.shortcuts = dict(shortcuts or {})
+        self.class_ids = list(class_ids or [])
+        self.base_model = base_model
+        self.macs_budget = macs_budget
+        self.pruning_method = pruning_method
+        self.metrics = dict(metrics or {})
+        super().__init__(**kwargs)

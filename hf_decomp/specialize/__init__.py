@@ -1,0 +1,1 @@
+"""Class-specialist sub-networks: prune a classifier down to the channels a class subset needs."""
