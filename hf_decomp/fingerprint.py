@@ -76,7 +76,13 @@ def _stream_parts(dataset) -> list[str]:
         generator = getattr(node, "generator", None)
         if generator is not None and hasattr(generator, "bit_generator"):
             parts.append(str(generator.bit_generator.state.get("state")))
-        files = (getattr(node, "kwargs", None) or {}).get("files")
+        kwargs = getattr(node, "kwargs", None) or {}
+        for key, value in sorted(kwargs.items()):  # a generator's settings (e.g. the seeded --limit subset)
+            if key != "files" and isinstance(value, (int, float, str)):
+                parts.append(f"{key}={value}")
+            elif hasattr(value, "_ex_iterable"):  # a stream read by the generator
+                pending.append(value._ex_iterable)
+        files = kwargs.get("files")
         stack = [files] if files is not None else []
         while stack:
             item = stack.pop()
