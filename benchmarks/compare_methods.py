@@ -131,7 +131,7 @@ def main() -> None:
     for path in args.finetune_metrics:
         m = json.loads(Path(path).read_text())
         ft, val = m.get("finetune", {}), m.get("validation", {})
-        finetuned.append({"model": m["model"], "method": m["method"], "k": m["k"],
+        finetuned.append({"model": m["model"], "method": m["method"], "k": m["k"], "keep": m.get("keep"),
                           "refit_accuracy": m.get("refit_accuracy", m["decomposed_accuracy"]),
                           "finetuned_accuracy": m.get("finetuned_accuracy"), "full_accuracy": m["full_accuracy"],
                           "validation_refit_accuracy": val.get("refit_accuracy"),
@@ -160,14 +160,15 @@ def main() -> None:
                                   "test +corr % (rho)", "test +corr+refit % (rho)"], table), ""]
     if finetuned:
         lines += ["## Fine-tuned (whole network, `hf-decomp finetune`)", ""]
-        table = [[f["model"], f["method"], f["k"], f"{f['epochs']:g}", f"{f['lr']:g}", f"{f['distill']:g}", f.get("seed"),
+        table = [[f["model"], f["method"], f["k"], "" if f.get("keep") is None else f"{f['keep']:g}", f"{f['epochs']:g}", f"{f['lr']:g}", f"{f['distill']:g}", f.get("seed"),
                   f"{f['best_step']}/{f['steps']}", _percent(f.get("validation_refit_accuracy")),
                   _percent(f.get("validation_finetuned_accuracy")), f"{f['refit_accuracy']:.2f}",
                   f"{f['finetuned_accuracy']:.2f} ({f['finetuned_accuracy'] / f['full_accuracy']:.3f})"]
                  for f in finetuned if f.get("finetuned_accuracy") is not None]
-        lines += ["The model kept is the one best on validation (checked before training, every quarter "
-                  "epoch and at the end: `chosen step`); the test split is read once, for that model.", "",
-                  markdown_table(["model", "method", "k", "epochs", "lr", "distill", "seed", "chosen step",
+        lines += ["The model kept is the one best on validation (checked before training, every `--eval-every` "
+                  "epochs and at the end: `chosen step`); the test split is read once, for that model. keep = the "
+                  "pruning keep fraction of the refit head it starts from.", "",
+                  markdown_table(["model", "method", "k", "keep", "epochs", "lr", "distill", "seed", "chosen step",
                                   "validation refit %", "validation fine-tuned %", "test refit %",
                                   "test fine-tuned % (rho)"], table), ""]
     out = Path(args.out)

@@ -276,9 +276,11 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def _card_metrics(metrics: dict, args) -> dict:
     """What the model card shows: test accuracies of this model, and the validation ones beside them."""
+    from ..paths import default_cifar10_dataset
+
     val = metrics["validation"]
     return {"full_accuracy": metrics["full_accuracy"], "decomposed_accuracy": metrics["finetuned_accuracy"],
-            "rho": metrics["finetuned_rho"], "eval_dataset": args.dataset, "eval_split": metrics["eval_split"],
+            "rho": metrics["finetuned_rho"], "eval_dataset": args.dataset or default_cifar10_dataset(), "eval_split": metrics["eval_split"],
             "eval_samples": metrics["eval_samples"], "statistics_split": args.stats_split,
             "statistics_samples": metrics["train_samples"],
             "validation": {"split": metrics["val_split"], "samples": val["samples"],
