@@ -25,6 +25,7 @@ def load_runs(paths):
         data = json.loads(Path(path).read_text())
         runs += data["runs"]
         meta = {k: v for k, v in data.items() if k != "runs"}
+        meta["protocol"] = {k: v for k, v in meta.get("protocol", {}).items() if k != "subsets"}
     return runs, meta
 
 
@@ -63,25 +64,28 @@ def main() -> None:
                     f"{r['test_accuracy_head_refit_only']:.2f} | {r['test_accuracy']:.2f} | - |")
                 lines[-1] += f" {full[subset]['test_accuracy']:.2f} | {r.get('k1_fraction') or '-'} |"
     # means over the subsets that have every (method, budget) at the refit stage
-    complete = [s for s in subsets if all((s, m, b, "refit") in by_key for m in ("class-aware", "magnitude") for b in budgets)]
-    lines += ["", f"## Means over the subsets with every configuration: {', '.join(complete) or 'none'}", "",
+    def complete_at(budget):
+        return [s for s in subsets if all((s, m, budget, "refit") in by_key for m in ("class-aware", "magnitude"))]
+
+    complete = subsets
+    lines += ["", "## Means, per budget over the subsets that have both methods at that budget", "",
               "| method | budget | MACs | pruned | BN | refit | BN+refit | FT (subsets with FT) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     curves = defaultdict(list)
     for method in ("class-aware", "magnitude"):
         for budget in budgets:
-            rows = [by_key[(s, method, budget, "refit")] for s in complete]
+            rows = [by_key[(s, method, budget, "refit")] for s in complete_at(budget)]
             if not rows:
                 continue
             mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-            fts = [by_key[(s, method, budget, "finetune")]["test_accuracy"] for s in complete
+            fts = [by_key[(s, method, budget, "finetune")]["test_accuracy"] for s in complete_at(budget)
                    if (s, method, budget, "finetune") in by_key]
             ft = f"{sum(fts) / len(fts):.2f} ({len(fts)})" if fts else "-"
-            lines.append(f"| {method} | {budget} | {mean('macs_fraction'):.3f} | {mean('test_accuracy_pruned_only'):.2f} | "
+            lines.append(f"| {method} | {budget} ({len(rows)} subsets) | {mean('macs_fraction'):.3f} | {mean('test_accuracy_pruned_only'):.2f} | "
                          f"{mean('test_accuracy_bn_recalibrated'):.2f} | {mean('test_accuracy_head_refit_only'):.2f} | "
                          f"{mean('test_accuracy'):.2f} | {ft} |")
             curves[(method, "refit")].append((mean("macs_fraction"), mean("test_accuracy")))
             curves[(method, "head refit only")].append((mean("macs_fraction"), mean("test_accuracy_head_refit_only")))
-            if fts and len(fts) == len(complete):
+            if fts and len(fts) == len(rows):
                 curves[(method, "finetune")].append((mean("macs_fraction"), sum(fts) / len(fts)))
     if complete:
         full_mean = sum(full[s]["test_accuracy"] for s in complete) / len(complete)

@@ -48,6 +48,14 @@ def cached_images(split, rows, class_ids, transform, tag):
     return pixels, labels
 
 
+def per_class_slice(data, limit):
+    """The first ``limit`` images of each class (rows are stored class by class)."""
+    if not limit:
+        return data
+    keep = torch.cat([torch.nonzero(data[1] == c).flatten()[:limit] for c in data[1].unique()])
+    return data[0][keep], data[1][keep]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="cifar10_resnet20")
@@ -59,6 +67,12 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=1000)
     parser.add_argument("--val-per-class", type=int, default=300)
     parser.add_argument("--ft-lr", type=float, default=0.01)
+    parser.add_argument("--use-train-per-class", type=int, default=None,
+                        help="use only this many of the cached training images per class (a cheaper run)")
+    parser.add_argument("--use-test-per-class", type=int, default=None,
+                        help="evaluate on only the first this many test images per class (a cheaper run)")
+    parser.add_argument("--latency-budgets", nargs="*", type=float, default=None,
+                        help="measure latency only at these budgets (default: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -72,7 +86,8 @@ def main() -> None:
     done = {(r["subset"], r["method"], r["budget"], r.get("stage")) for r in results["runs"]}
     results.update(protocol={k: v for k, v in vars(args).items() if k != "out"},
                    full_macs=count_macs(model, input_size), full_params=parameter_count(model),
-                   full_latency_ms={"batch1": latency_ms(model, input_size, 1), "batch64": latency_ms(model, input_size, 64)})
+                   full_latency_ms={"batch1": latency_ms(model, input_size, 1), "batch64": latency_ms(model, input_size, 64)}
+                   if args.latency_budgets is None or args.latency_budgets else None)
 
     def save(record=None):
         if record is not None:
@@ -90,13 +105,15 @@ def main() -> None:
         train = cached_images(train_split, train_rows, class_ids, adapter.transform, args.model)
         val = cached_images(train_split, val_rows, class_ids, adapter.transform, args.model)
         test = cached_images(test_split, test_rows, class_ids, adapter.transform, args.model)
+        train = per_class_slice(train, args.use_train_per_class)
+        test = per_class_slice(test, args.use_test_per_class)
         if (subset, "full-restricted", 1.0, "none") not in done:
             with torch.no_grad():
                 save({"subset": subset, "method": "full-restricted", "budget": 1.0, "stage": "none",
                       "macs_fraction": 1.0, "params": parameter_count(model),
                       "val_accuracy": accuracy(model(val[0])[:, class_ids], None, val[1]),
                       "test_accuracy": accuracy(model(test[0])[:, class_ids], None, test[1]),
-                      "test_images": len(test_rows)})
+                      "test_images": int(test[1].numel())})
         votes = gather_channel_votes(prepare_for_pruning(model), *train, len(class_ids), args.k1_fractions)
         print(f"{subset}: data + votes {time.time() - started:.0f}s", flush=True)
         # the per-group ratio of a budget does not depend on the method: bisect once per budget
@@ -130,7 +147,8 @@ def main() -> None:
                           "test_accuracy_head_refit_only": accuracy(refit_only, *test),
                           "val_accuracy": accuracy(pruned, *val), "test_accuracy": accuracy(pruned, *test),
                           "latency_ms": {"batch1": latency_ms(pruned, input_size, 1),
-                                         "batch64": latency_ms(pruned, input_size, 64)}}
+                                         "batch64": latency_ms(pruned, input_size, 64)}
+                          if args.latency_budgets is None or budget in args.latency_budgets else None}
                 record["seconds"] = time.time() - t
                 save(record)
                 if budget in args.ft_budgets and (subset, method, budget, "finetune") not in done:

@@ -79,6 +79,16 @@ def test_votes_of_hand_set_net_are_the_active_channels_of_the_chosen_classes():
     assert votes["bn2"].tolist() == [0.5, 0.0, 0.5, 0.0]
 
 
+def test_votes_pool_the_activations_after_the_relu():
+    """Channel 1 (-5 G) is +5 on half of a red image whose G alternates -1/+1 and -5 on the other
+    half: its mean is 0 before the ReLU but 2.5 after, so red images vote for it, not channel 0."""
+    pixels, labels = colour_images()
+    pixels[labels == 0, 1, :, :2] = -1.0
+    pixels[labels == 0, 1, :, 2:] = 1.0
+    votes = gather_channel_votes(TwoLayerColourNet(), pixels, labels, 2, (0.25,))[0.25]
+    assert votes["bn1"].tolist() == [0.0, 0.5, 0.5, 0.0]
+
+
 def test_class_aware_pruning_keeps_the_voted_channels_and_magnitude_keeps_the_largest():
     net = TwoLayerColourNet()
     pixels, labels = colour_images()

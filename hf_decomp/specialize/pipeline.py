@@ -3,8 +3,9 @@
 1. votes of the chosen classes' training images at every batch norm (:mod:`.votes`);
 2. Torch-Pruning to the multiply-add budget, keeping the most voted channels (:mod:`.pruning`), and
    only the chosen classes' rows of the head;
-3. recovery: head refit on the pruned backbone's cached features, then optional short fine-tuning
-   distilled from the full model's logits restricted to the subset (:func:`hf_decomp.finetune.finetune`).
+3. recovery: batch-norm recalibration (the per-layer bias correction) and head refit on the pruned
+   backbone's cached features, then optional short fine-tuning distilled from the full model's
+   logits restricted to the subset (:func:`hf_decomp.finetune.finetune`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from ..models.adapter import ClassifierAdapter
 from .pruning import count_macs, importance_of, prepare_for_pruning, prune_by_ratio, prune_to_budget, restrict_head
 from .recovery import pooled_features, refit_linear_head
 
-__all__ = ["prune_specialist", "recalibrate_batchnorm", "recover_specialist", "restricted_teacher", "subset_split", "finetune_specialist", "parameter_count"]
+__all__ = ["prune_specialist", "recalibrate_batchnorm", "recover_specialist", "restricted_teacher", "subset_split",
+           "finetune_specialist", "parameter_count"]
 
 
 def parameter_count(model: nn.Module) -> int:
