@@ -135,3 +135,17 @@ def test_gpu_decode_falls_back_to_the_cpu_path_without_cuda_and_its_device_step_
     reference = ImageBatchCollator(adapter.transform, "img", "label", adapter.input_size, uint8=False)(rows)
     # PNG: the worker's decode; JPEG: torchvision's libjpeg-turbo on the CPU decodes as PIL does (nvJPEG may not)
     assert torch.equal(pixels, reference["pixel_values"])
+
+
+def test_a_processor_whose_resize_leaves_fractions_keeps_the_float_path():
+    class FractionalProcessor:  # resizes in float (as some fast processors can): uint8 would round
+        do_rescale, rescale_factor, do_normalize = True, 1 / 255, False
+
+        def __call__(self, images, do_rescale=True, do_normalize=True, return_tensors="pt"):
+            pixels = torch.from_numpy(np.asarray(images, dtype=np.float32)).permute(2, 0, 1)[None] * 0.5
+            return {"pixel_values": pixels / 255 if do_rescale else pixels}
+
+    class Wrapped:
+        processor = FractionalProcessor()
+
+    assert split_preprocessing(Wrapped()) is None

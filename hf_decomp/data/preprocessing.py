@@ -98,6 +98,13 @@ def _from_processor(processor) -> UInt8Preprocessing | None:
         return _from_compose(timm_transform)
     if not all(hasattr(processor, name) for name in ("do_rescale", "rescale_factor", "do_normalize")):
         return None
+    probe = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 41, 3), dtype=np.uint8))
+    try:
+        raw = processor(images=probe, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
+    except (TypeError, ValueError):  # a processor without these switches
+        return None
+    if raw.is_floating_point() and not torch.equal(raw, raw.round()):
+        return None  # its resize leaves fractions: rounding to uint8 would not match, keep the float path
     divisor = 1.0 / float(processor.rescale_factor) if processor.do_rescale else 1.0
     if processor.do_normalize:
         mean, std = _floats(processor.image_mean), _floats(processor.image_std)
