@@ -158,12 +158,12 @@ def test_damaged_feature_cache_is_one_clear_error(damage, color_dataset, tmp_pat
     capsys.readouterr()
     assert main(["refit", "--model", str(tiny_colour_model(tmp_path / "model")), "--dataset", str(color_dataset),
                  "--cache-dir", str(tmp_path / "refit-cache"), "--out", str(tmp_path / "refit"), "--num-workers", "0",
-                 "--k", "2", "--method", "histogram"]) == 0
+                 "--k", "2", "--method", "histogram", "--val-split", "6"]) == 0
     train_cache = tmp_path / "refit-cache" / "train"
     (train_cache / "meta.json").write_text("\x00garbage")
     capsys.readouterr()
     assert main(["refit", "--model", str(tmp_path / "model"), "--dataset", str(color_dataset),
                  "--cache-dir", str(tmp_path / "refit-cache"), "--out", str(tmp_path / "refit2"),
-                 "--num-workers", "0", "--k", "2", "--method", "histogram"]) == 2
+                 "--num-workers", "0", "--k", "2", "--method", "histogram", "--val-split", "6"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hf-decomp refit: error: Feature cache") and "is damaged" in err[0]
