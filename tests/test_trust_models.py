@@ -137,3 +137,21 @@ def test_a_distilled_deit_exports_and_reloads_with_the_same_decomposed_logits(tm
         torch.testing.assert_close(decomposed(x).logits, expected, rtol=0, atol=1e-5)
         assert torch.equal(reloaded(x).logits, decomposed(x).logits)
         assert torch.equal(reloaded(x, output_contributions=True).features, features)
+
+
+def test_imagenet_label_names_are_unique_so_the_sets_do_not_collide():
+    from hf_decomp.models.loading import _timm_label_names
+
+    model = timm.create_model("test_resnet", num_classes=1000, pretrained=False)
+    model.pretrained_cfg = {**model.pretrained_cfg, "label_names": None}
+    names = _timm_label_names(model, 1000)
+    assert len(set(names)) == 1000
+    assert names[134] == "crane (n02012849)" and names[517] == "crane (n03126707)" and names[0] == "tench"
+
+
+def test_repeated_label_names_are_made_unique_by_the_adapter():
+    from helpers_models import ColourNet
+
+    net = ColourNet()
+    net.pretrained_cfg = {**net.pretrained_cfg, "label_names": ["red", "red", "blue"]}
+    assert adapt_timm_model(net, name="colournet").label_names == ["red (0)", "red (1)", "blue"]

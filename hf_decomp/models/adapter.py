@@ -116,6 +116,9 @@ class ClassifierAdapter(nn.Module):
         self.source = source
         self.input_size = tuple(input_size)
         self.config = dict(config or {})
+        repeated = sorted({n for n in self.label_names if self.label_names.count(n) > 1})
+        if repeated:  # sets are stored by class name: two classes may not share one
+            self.label_names = [f"{n} ({c})" if n in repeated else n for c, n in enumerate(self.label_names)]
         if len(self.label_names) != self.num_classes:
             raise ValueError(
                 f"{name}: {len(self.label_names)} label names for {self.num_classes} classes"

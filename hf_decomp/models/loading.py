@@ -11,6 +11,7 @@ Accepted forms of ``name``:
 
 from __future__ import annotations
 
+import collections
 import difflib
 import json
 import pickle
@@ -176,7 +177,11 @@ def _timm_label_names(model: nn.Module, num_classes: int) -> list[str]:
     if subset:
         info = timm.data.ImageNetInfo(subset)
         if info.num_classes() == num_classes:
-            return [info.index_to_description(i).split(",")[0] for i in range(num_classes)]
+            names = [info.index_to_description(i).split(",")[0] for i in range(num_classes)]
+            counts = collections.Counter(names)
+            # ImageNet has two "crane"s (bird, machine) and two "maillot"s: one name per class, or the
+            # per-class sets (keyed by name in indices.json) would collide.
+            return [f"{n} ({info.index_to_label_name(i)})" if counts[n] > 1 else n for i, n in enumerate(names)]
     return [f"class_{i}" for i in range(num_classes)]
 
 
