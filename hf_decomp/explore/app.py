@@ -6,6 +6,7 @@ to Gradio components; :func:`launch` serves the app (127.0.0.1, no share link un
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from functools import lru_cache
@@ -23,6 +24,8 @@ from .views import (activation_figure, class_markdown, contribution_figure, hist
                     model_summary, predict, strips_figure)
 
 __all__ = ["Explorer", "build_app", "launch"]
+
+logger = logging.getLogger(__name__)
 
 GALLERY_SIZE = 12
 _EMPTY_IMAGE_VIEW = (None, None, None, None)  # full, decomposed, contributions, maps
@@ -61,8 +64,8 @@ class Explorer:
             self.gallery_rows = [i * rows // count for i in range(count)]  # spread: splits are often sorted by label
             return [(image, f"#{i} {self._label(label)}") for i in self.gallery_rows
                     for image, label in [self.eval_images.row(i)]]
-        except (DecompError, OSError) as e:
-            self._gallery_error = str(e)
+        except (DecompError, OSError) as e:  # the app still works on uploads
+            logger.warning("no dataset images to pick from: %s", e)
             return []
 
     def _label(self, label: int | None) -> str:
