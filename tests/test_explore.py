@@ -203,3 +203,23 @@ def test_real_browser_picks_an_image_and_sees_the_prediction_and_figures(launche
         assert (ARTIFACTS / "explorer_browser.png").stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_a_hub_id_opens_from_the_hub_cache_offline(run_dir, tmp_path):
+    """The Hub path (snapshot_download) with no network: the model sits in the Hub cache, as after a download."""
+    from huggingface_hub import constants
+
+    assert main(["export", "--indices", str(run_dir), "--out", str(tmp_path / "model")]) == 0
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = Path(constants.HF_HUB_CACHE) / "models--you--explore-decomposed"
+    shutil.copytree(tmp_path / "model", repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    try:
+        explored = open_explored("you/explore-decomposed")
+        assert explored.index_sets == open_explored(str(tmp_path / "model")).index_sets
+        assert not explored.has_full_weight
+        with pytest.raises(DecompFileError, match="Could not download 'you/not-there' from the Hub"):
+            open_explored("you/not-there")
+    finally:
+        shutil.rmtree(repo)
