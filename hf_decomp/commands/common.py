@@ -8,26 +8,24 @@ __all__ = ["positive_int", "non_negative_int", "add_model_arguments", "add_data_
            "add_output_arguments", "add_run_arguments", "refuse_flag"]
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (batch sizes, row limits)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
+def _int_at_least(minimum: int, purpose: str):
+    """An argparse type: an integer >= ``minimum``, refused in one line naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be {minimum} or more")
+        return value
+
+    parse.__doc__ = f"argparse type: an integer >= {minimum} ({purpose})."
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (worker counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+positive_int = _int_at_least(1, "batch sizes, row limits, k")
+non_negative_int = _int_at_least(0, "worker counts")
 
 
 def refuse_flag(parser: argparse.ArgumentParser, flag: str, hint: str) -> None:
