@@ -27,7 +27,7 @@ from .report import render_analysis_report
 from .resume import CheckpointConfig, PassCheckpoint, default_checkpoint_dir, key_digest
 from .selection import select_from_statistics
 from .statistics import ClassStatistics
-from .checks import check_k, check_positive_int
+from .checks import check_positive_int
 from .top_images import TopImages
 
 __all__ = ["analyze", "AnalysisResult", "gather_statistics", "evaluate_decomposition"]
@@ -346,8 +346,6 @@ def analyze(
         raise DecompValueError(f"--layers works with the histogram method (Algorithm 1), not {method!r}")
     k1 = resolve_k("k1", k1, adapter.num_features)
     k2 = None if k2 is None else resolve_k("k2", k2, adapter.num_features)
-    check_k("k1", k1, adapter.num_features)
-    check_k("k2", k2, adapter.num_features)
 
     eval_split = eval_split or default_eval_split(dataset)
     split_kwargs = dict(streaming=streaming, image_column=image_column, label_column=label_column, seed=seed)

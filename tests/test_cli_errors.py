@@ -53,6 +53,7 @@ def features_must_not_be_computed(monkeypatch):
     (["overlap", "--k1", "97"], "k1=97 must be between 1 and d=96"),
     (["refit", "--k1", "99"], "k1=99 must be between 1 and d=96"),
     (["refit", "--k", "97"], "k=97 must be between 1 and d=96"),
+    (["analyze", "--k2", "100"], "k2=100 must be between 1 and d=96"),
 ])
 def test_k_beyond_the_feature_width_is_refused_before_the_features(argv, message, tmp_path, capsys,
                                                                     features_must_not_be_computed):
