@@ -2,7 +2,7 @@
 
 The **limit**: the split decoded once into memory (one uint8 array), normalised as one tensor, then
 bare ``forward_features`` in batches: no data loader, no per-image work beyond the decode. Versus
-analyze's statistics pass (:func:`~hf_decomp.analyze.gather_statistics`) reading the parquet files
+analyze's statistics pass (:func:`~hf_decomp.analysis.run.gather_statistics`) reading the parquet files
 through its data loader. Target: **>= 0.85** of the limit's throughput (decode included in both).
 The two alternate in one process to share warm-up and background load; the best run of each counts.
 
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from hf_decomp import load_classifier
-from hf_decomp.analyze import gather_statistics
+from hf_decomp.analysis.run import gather_statistics
 from hf_decomp.data import decode_image, default_num_workers, load_image_split, split_preprocessing
 from hf_decomp.data.preprocessing import normalize_pixels
-from hf_decomp.features import make_accelerator
+from hf_decomp.passes.features import make_accelerator
 
 
 def machine_limit(adapter, split, batch_size) -> dict:

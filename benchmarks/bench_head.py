@@ -5,7 +5,7 @@
 For each (C, d, k, batch) it times, under ``torch.inference_mode``, the median of R calls of
 - dense:  ``nn.Linear(d, C)`` (what the decomposed head replaces),
 - paper:  ``gather_decomposed_logits`` (gather x[:, I] into (B, C, k), multiply, sum),
-- ours:   ``DecomposedLinear.forward`` (kernel chosen by shape, see hf_decomp/fast_head.py),
+- ours:   ``DecomposedLinear.forward`` (kernel chosen by shape, see hf_decomp/portable/decomposed_head.py),
 checks that ours equals the paper's formula, and prints the speedups.
 """
 
@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn as nn
 
-from hf_decomp.head import DecomposedLinear, gather_decomposed_logits
+from hf_decomp.portable.decomposed_head import DecomposedLinear, gather_decomposed_logits
 
 SHAPES = ((10, 64, 5, 256), (1000, 2048, 50, 256), (21843, 2048, 50, 64))
 

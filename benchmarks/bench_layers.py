@@ -17,10 +17,10 @@ import time
 import torch
 
 from hf_decomp import load_classifier
-from hf_decomp.analyze import gather_statistics
+from hf_decomp.analysis.run import gather_statistics
 from hf_decomp.data import load_image_split
-from hf_decomp.features import make_accelerator
 from hf_decomp.layers import gather_layer_statistics, resolve_layers
+from hf_decomp.passes.features import make_accelerator
 
 
 def timed(fn) -> float:

@@ -5,7 +5,7 @@
    (target: at most 1.10). The data loader runs in the measured process (``num_workers=0``) so
    that nothing escapes the measurement.
 2. A synthetic ImageNet-shaped feature stream (d = 2048, C = 1000, 1.28 M samples) through
-   :class:`~hf_decomp.statistics.ClassStatistics` alone: time and peak memory.
+   :class:`~hf_decomp.method.statistics.ClassStatistics` alone: time and peak memory.
 
 Peak RSS (``ru_maxrss``) counts the pages of the memory-mapped Arrow file that were read, which the
 kernel can drop at any time; the anonymous part (``RssAnon``, sampled every 20 ms) is what the
@@ -78,7 +78,7 @@ def current_rss_mb() -> float:
 
 def statistics_worker(limit: int, batch_size: int) -> dict:
     """Child process: one statistics pass over ``limit`` CIFAR-10 training images."""
-    from hf_decomp.analyze import gather_statistics
+    from hf_decomp.analysis.run import gather_statistics
     from hf_decomp.data import load_image_split
     from hf_decomp.models import load_classifier
 
@@ -95,7 +95,7 @@ def synthetic_stream(samples: int, num_features: int, num_classes: int, batch_si
     """ImageNet-shaped random features through ClassStatistics alone (no model, no data loading)."""
     import torch
 
-    from hf_decomp.statistics import ClassStatistics
+    from hf_decomp.method.statistics import ClassStatistics
 
     generator = torch.Generator().manual_seed(0)
     baseline_mb = current_rss_mb()  # the interpreter, torch and hf_decomp before any statistics

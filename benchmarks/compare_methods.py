@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from hf_decomp.bias_correction import bias_corrected_head
 from hf_decomp.data import load_image_split
-from hf_decomp.feature_cache import cached_features
-from hf_decomp.head import DecomposedLinear
+from hf_decomp.data.holdout import DEFAULT_VAL_SIZE, parse_val_split, stratified_split
+from hf_decomp.method.bias_correction import bias_corrected_head
 from hf_decomp.models import load_classifier
-from hf_decomp.refit import METHODS, decompose_head, refit_head
-from hf_decomp.report import markdown_table
-from hf_decomp.validation import DEFAULT_VAL_SIZE, parse_val_split, stratified_split
+from hf_decomp.passes.feature_cache import cached_features
+from hf_decomp.portable.decomposed_head import DecomposedLinear
+from hf_decomp.recovery.refit import METHODS, decompose_head, refit_head
+from hf_decomp.utils.markdown import markdown_table
 
 
 @torch.no_grad()

@@ -25,13 +25,18 @@ from safetensors.torch import load_file, save_file
 
 from hf_decomp.data import load_image_split
 from hf_decomp.models.loading import load_classifier
-from hf_decomp.paths import cache_dir
-from hf_decomp.specialize.pipeline import (finetune_specialist, parameter_count, prune_specialist, recalibrate_batchnorm,
-                                           recover_specialist,
-                                           subset_split)
+from hf_decomp.specialize.pipeline import (
+    finetune_specialist,
+    parameter_count,
+    prune_specialist,
+    recalibrate_batchnorm,
+    recover_specialist,
+    subset_split,
+)
 from hf_decomp.specialize.pruning import PRUNING_METHODS, count_macs, prepare_for_pruning, resolve_classes
-from hf_decomp.specialize.recovery import (accuracy, class_rows, latency_ms, load_class_images, split_rows)
+from hf_decomp.specialize.recovery import accuracy, class_rows, latency_ms, load_class_images, split_rows
 from hf_decomp.specialize.votes import gather_channel_votes
+from hf_decomp.utils.paths import cache_dir
 
 SUBSETS = ("cat,dog", "airplane,ship", "automobile,truck", "bird,deer,frog")
 

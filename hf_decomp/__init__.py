@@ -6,12 +6,12 @@ timm and transformers classifiers whose last layer is one linear layer over pool
 
 __version__ = "0.1.0"
 
-from .analyze import AnalysisResult, analyze, evaluate_decomposition, gather_statistics  # noqa: E402
-from .head import DecomposedLinear  # noqa: E402
-from .indices import InfluentialIndices  # noqa: E402
+from .analysis.run import AnalysisResult, analyze, evaluate_decomposition, gather_statistics  # noqa: E402
+from .method.indices import InfluentialIndices  # noqa: E402
+from .method.selection import coverage_per_class, select_from_statistics, top_k_per_class  # noqa: E402
+from .method.statistics import ClassStatistics  # noqa: E402
 from .models import ClassifierAdapter, load_classifier  # noqa: E402
-from .selection import coverage_per_class, select_from_statistics, top_k_per_class  # noqa: E402
-from .statistics import ClassStatistics  # noqa: E402
+from .portable.decomposed_head import DecomposedLinear  # noqa: E402
 
 __all__ = [
     "AnalysisResult",

@@ -9,7 +9,7 @@ import sys
 
 from . import __version__
 from .commands import COMMAND_MODULES
-from .errors import DecompError
+from .utils.errors import DecompError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,12 +32,13 @@ def main() -> None:
     urllib.request.urlopen(app.local_url, timeout=60).read()
     print(f"startup: {time.perf_counter() - START:.1f} s from process start to the app answering at {app.local_url}")
 
+    import tempfile
+
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
-    import tempfile
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"

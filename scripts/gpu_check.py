@@ -34,10 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hf_decomp.evaluation import EvaluationAccumulator  # noqa: E402
-from hf_decomp.head import DecomposedLinear, gather_decomposed_logits  # noqa: E402
+from hf_decomp.method.statistics import ClassStatistics  # noqa: E402
 from hf_decomp.models import load_classifier  # noqa: E402
-from hf_decomp.statistics import ClassStatistics  # noqa: E402
+from hf_decomp.passes.evaluation import EvaluationAccumulator  # noqa: E402
+from hf_decomp.portable.decomposed_head import DecomposedLinear, gather_decomposed_logits  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -145,9 +145,9 @@ def synthetic_split(num_images: int, size: int, num_classes: int, unique: int = 
 def end_to_end(adapter, device, args) -> dict:
     """analyze's statistics pass over JPEG bytes vs the limit: bare forward_features on inputs already
     decoded, normalised and on the device (the same number of images). Target: >= 0.9 of the limit."""
-    from hf_decomp.analyze import gather_statistics
+    from hf_decomp.analysis.run import gather_statistics
     from hf_decomp.data import default_num_workers
-    from hf_decomp.features import make_accelerator
+    from hf_decomp.passes.features import make_accelerator
 
     accelerator = make_accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if args.bf16 else "no")
     # images larger than the crop, as in ImageNet: the workers resize and crop them

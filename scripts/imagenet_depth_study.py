@@ -44,9 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def study_model(name: str, args, accelerator, train, test) -> dict:
-    """One depth-table row, computed with the accelerate-aware passes of hf_decomp.analyze."""
-    from hf_decomp import DecomposedLinear, gather_statistics, evaluate_decomposition, load_classifier
-    from hf_decomp.selection import top_k_per_class
+    """One depth-table row, computed with the accelerate-aware passes of hf_decomp.analysis.run."""
+    from hf_decomp import DecomposedLinear, evaluate_decomposition, gather_statistics, load_classifier
+    from hf_decomp.method.selection import top_k_per_class
     from hf_decomp.studies.depth import model_depth, model_family, resolve_k
 
     adapter = load_classifier(name, pretrained=not args.no_pretrained)
@@ -77,11 +77,11 @@ def study_model(name: str, args, accelerator, train, test) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from hf_decomp.data import load_image_split
-    from hf_decomp.features import make_accelerator
-    from hf_decomp.io_utils import check_output_dir, staged_output_dir
+    from hf_decomp.passes.features import make_accelerator
     from hf_decomp.studies.depth import depth_result
     from hf_decomp.studies.noise import noise_study
-    from hf_decomp.studies.report import write_report
+    from hf_decomp.studies.suite import write_report
+    from hf_decomp.utils.files import check_output_dir, staged_output_dir
 
     accelerator = make_accelerator(cpu=args.cpu)
     if accelerator.is_main_process:

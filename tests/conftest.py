@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from hf_decomp.paths import shared_dir  # noqa: E402
+from hf_decomp.utils.paths import shared_dir  # noqa: E402
 
 SHARED = shared_dir()
 COLOR_CLASSES = ("red", "green", "blue")

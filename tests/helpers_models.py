@@ -20,7 +20,7 @@ def save_tiny_timm_model(folder: Path, num_classes: int = 3, input_size: int = 3
 
 def save_tiny_transformers_model(folder: Path, num_classes: int = 3, image_size: int = 32) -> Path:
     """A 2-stage transformers ResNet with random weights plus its image processor."""
-    from transformers import ResNetConfig, ViTImageProcessor, ResNetForImageClassification
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
 
     torch.manual_seed(0)
     config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",

@@ -3,16 +3,14 @@ import json
 
 import datasets
 import pytest
-import torch
+from conftest import png_bytes
+from helpers_models import ColourNet, save_tiny_timm_model, save_tiny_transformers_model
 from PIL import Image
 
 from hf_decomp import InfluentialIndices, analyze
 from hf_decomp.cli import main
-from hf_decomp.errors import DecompValueError, OutputExistsError
 from hf_decomp.models import adapt_timm_model
-
-from conftest import make_color_dataset, png_bytes
-from helpers_models import ColourNet, save_tiny_timm_model, save_tiny_transformers_model
+from hf_decomp.utils.errors import DecompValueError, OutputExistsError
 
 
 @pytest.fixture
@@ -72,7 +70,7 @@ def test_failure_mid_run_leaves_no_half_written_folder(color_dataset, colour_ada
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    analyze_module = importlib.import_module("hf_decomp.analyze")  # the package attribute is the function
+    analyze_module = importlib.import_module("hf_decomp.analysis.run")
     monkeypatch.setattr(analyze_module, "render_analysis_report", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         analyze(colour_adapter, str(color_dataset), out_dir=tmp_path / "run", num_workers=0)

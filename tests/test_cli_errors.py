@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from helpers_models import save_tiny_timm_model
 
 from hf_decomp.cli import main
-from hf_decomp.errors import DecompValueError
-from hf_decomp.checks import check_k, check_k_values, check_positive_int
-
-from helpers_models import save_tiny_timm_model
+from hf_decomp.utils.checks import check_k, check_k_values, check_positive_int
+from hf_decomp.utils.errors import DecompValueError
 
 
 def _argparse_error(argv, capsys) -> str:
@@ -39,7 +38,7 @@ def features_must_not_be_computed(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("features were computed before the bad value was refused")
 
-    import hf_decomp.feature_cache as feature_cache
+    import hf_decomp.passes.feature_cache as feature_cache
     import hf_decomp.studies.common as common
 
     monkeypatch.setattr(feature_cache, "cached_features", fail)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_decomp.criteria import (
+from hf_decomp.method.criteria import (
     CRITERIA,
     check_criterion,
     check_k_for_means,
@@ -14,9 +14,9 @@ from hf_decomp.criteria import (
     label_free_scores,
     sparse_glm_scores,
 )
-from hf_decomp.errors import DecompValueError
-from hf_decomp.selection import SELECTION_METHODS, select_from_statistics
-from hf_decomp.statistics import ClassStatistics
+from hf_decomp.method.selection import SELECTION_METHODS, select_from_statistics
+from hf_decomp.method.statistics import ClassStatistics
+from hf_decomp.utils.errors import DecompValueError
 
 
 def _statistics() -> ClassStatistics:

@@ -1,12 +1,11 @@
 import datasets
 import numpy as np
 import pytest
+from conftest import make_color_dataset, png_bytes
 from PIL import Image
 
 from hf_decomp.data import ImageBatchCollator, decode_image, default_eval_split, load_image_split, split_names
-from hf_decomp.errors import DecompFileError, DecompValueError
-
-from conftest import make_color_dataset, png_bytes
+from hf_decomp.utils.errors import DecompFileError, DecompValueError
 
 
 def test_local_parquet_folder_detects_columns_and_class_names(color_dataset):
@@ -79,9 +78,10 @@ def test_collator_converts_modes_and_skips_unreadable_images():
 
 
 def test_corrupt_rows_in_a_dataset_are_skipped_and_counted(tmp_path):
-    from hf_decomp.analyze import gather_statistics
-    from hf_decomp.models import adapt_timm_model
     from helpers_models import ColourNet
+
+    from hf_decomp.analysis.run import gather_statistics
+    from hf_decomp.models import adapt_timm_model
 
     root = make_color_dataset(tmp_path / "corrupt", per_class=4, corrupt=3)
     adapter = adapt_timm_model(ColourNet(), name="colournet")

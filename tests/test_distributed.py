@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import requires_shared
+
 from hf_decomp.data import ImageSplit, load_image_split
-from hf_decomp.distributed import check_exact_once, raise_if_any_failed, reduce_count, reduce_sum_, shard_split
-from hf_decomp.errors import DecompValueError
+from hf_decomp.passes.distributed import check_exact_once, raise_if_any_failed, reduce_count, reduce_sum_, shard_split
+from hf_decomp.utils.errors import DecompValueError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def _small_cifar(root: Path) -> Path:
     (streaming splits them by example), drawn at random from the bundled CIFAR-10 (stored sorted by label)."""
     import datasets
 
-    from hf_decomp.paths import default_cifar10_dataset
+    from hf_decomp.utils.paths import default_cifar10_dataset
 
     folder = root / "plain_text"
     folder.mkdir(parents=True)
@@ -45,8 +45,8 @@ def _small_cifar(root: Path) -> Path:
 # Runs analyze twice (map-style, then streaming) and lets the main process write what it got.
 DRIVER = textwrap.dedent("""
     import json, sys
-    from hf_decomp.analyze import analyze
-    from hf_decomp.features import make_accelerator
+    from hf_decomp.analysis.run import analyze
+    from hf_decomp.passes.features import make_accelerator
 
     accelerator = make_accelerator(cpu=True)
     results = {}
@@ -116,9 +116,9 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
 # statistics pass; torchrun then stops the other rank. Without CRASH_AFTER it resumes and reports.
 RESUME_DRIVER = textwrap.dedent("""
     import json, logging, os, sys
-    from hf_decomp.analyze import analyze
-    from hf_decomp.features import make_accelerator
-    from hf_decomp.statistics import ClassStatistics
+    from hf_decomp.analysis.run import analyze
+    from hf_decomp.passes.features import make_accelerator
+    from hf_decomp.method.statistics import ClassStatistics
 
     logging.basicConfig(level=logging.INFO, format="rank%(process)d %(message)s")
     accelerator = make_accelerator(cpu=True)
@@ -148,8 +148,8 @@ RESUME_DRIVER = textwrap.dedent("""
 @requires_shared("data", "cifar10")
 @requires_shared("models", "cifar10-resnets")
 def test_two_processes_killed_and_resumed_match_one_process(tmp_path):
-    from hf_decomp.analyze import analyze
-    from hf_decomp.resume import default_checkpoint_dir
+    from hf_decomp.analysis.run import analyze
+    from hf_decomp.passes.resume import default_checkpoint_dir
 
     dataset = _small_cifar(tmp_path / "cifar-small")
     driver = tmp_path / "resume_driver.py"
@@ -265,7 +265,7 @@ def test_imagenet_launch_script_builds_resumable_commands(tmp_path):
 
 
 def test_ablation_noise_depends_only_on_the_sample():
-    from hf_decomp.evaluation import per_sample_noise
+    from hf_decomp.passes.evaluation import per_sample_noise
 
     keys = torch.tensor([11, 2**62 + 5, 0, 11])
     noise = per_sample_noise(keys, 6, seed=3)

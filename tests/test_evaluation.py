@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from hf_decomp.evaluation import EvaluationAccumulator, noise_ablation_inputs
-from hf_decomp.head import DecomposedLinear
+from hf_decomp.passes.evaluation import EvaluationAccumulator, noise_ablation_inputs
+from hf_decomp.portable.decomposed_head import DecomposedLinear
 
 
 def test_noise_replaces_exactly_the_masked_features():

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_color_dataset
+from helpers_models import save_tiny_timm_model
 
 from hf_decomp import analyze
 from hf_decomp.cli import main
 from hf_decomp.data.loader import image_key
-from hf_decomp.errors import DecompFileError
 from hf_decomp.explore.source import open_explored
-
-from conftest import make_color_dataset
-from helpers_models import save_tiny_timm_model
+from hf_decomp.utils.errors import DecompFileError
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -123,9 +122,9 @@ def test_a_folder_that_is_neither_results_nor_model_is_refused(tmp_path, capsys)
 def test_an_exported_model_folder_opens_without_full_weights(run_dir, tmp_path):
     assert main(["export", "--indices", str(run_dir), "--out", str(tmp_path / "model")]) == 0
     explored = open_explored(str(tmp_path / "model"))
-    from hf_decomp.hub import DecomposedForImageClassification
-    from hf_decomp.explore.views import predict
     from hf_decomp.explore.images import DatasetImages
+    from hf_decomp.explore.views import predict
+    from hf_decomp.hub import DecomposedForImageClassification
 
     assert not explored.has_full_weight and explored.index_sets == open_explored(str(run_dir)).index_sets
     image, _ = DatasetImages(explored.dataset, "test").row(2)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_decomp.fast_head import choose_kernel, decomposed_logits, embedding_bag_logits
-from hf_decomp.head import DecomposedLinear, gather_decomposed_logits, pad_index_sets
+from hf_decomp.portable.decomposed_head import (
+    DecomposedLinear,
+    choose_kernel,
+    decomposed_logits,
+    embedding_bag_logits,
+    gather_decomposed_logits,
+    pad_index_sets,
+)
 
 
 def test_kernel_choice_by_shape():

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_decomp.errors import DecompValueError
-from hf_decomp.finetune import build_decomposed_model, cosine_schedule, finetune, training_transform
-from hf_decomp.head import DecomposedLinear
+from hf_decomp.portable.decomposed_head import DecomposedLinear
+from hf_decomp.recovery.finetune import build_decomposed_model, cosine_schedule, finetune, training_transform
+from hf_decomp.utils.errors import DecompValueError
 
 
 def test_cosine_schedule_literal():
@@ -43,7 +43,7 @@ def test_training_transform_augments_cifar_sized_inputs(tiny_adapter):
 
 def test_finetune_trains_saves_and_reloads(tmp_path, color_dataset, tiny_adapter):
     from hf_decomp.data import load_image_split
-    from hf_decomp.hub.modeling_decomp import DecomposedForImageClassification
+    from hf_decomp.portable.modeling_decomp import DecomposedForImageClassification
 
     train = load_image_split(str(color_dataset), "train")
     test = load_image_split(str(color_dataset), "test")
@@ -112,7 +112,7 @@ def test_finetune_command_chooses_on_validation_and_exports_a_loadable_model(tmp
     from transformers import pipeline
 
     from hf_decomp.cli import main
-    from hf_decomp.hub.modeling_decomp import DecomposedForImageClassification
+    from hf_decomp.portable.modeling_decomp import DecomposedForImageClassification
 
     tiny = save_tiny_timm_model(tmp_path / "timm")
     out = tmp_path / "ft"
@@ -149,9 +149,9 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from helpers_models import save_tiny_timm_model
 from hf_decomp.data import load_image_split
-from hf_decomp.features import make_accelerator
-from hf_decomp.finetune import build_decomposed_model, finetune, training_transform
-from hf_decomp.head import DecomposedLinear
+from hf_decomp.passes.features import make_accelerator
+from hf_decomp.recovery.finetune import build_decomposed_model, finetune, training_transform
+from hf_decomp.portable.decomposed_head import DecomposedLinear
 from hf_decomp.models import load_classifier
 
 out, dataset = Path(sys.argv[1]), sys.argv[2]
@@ -173,7 +173,7 @@ def test_finetune_under_two_processes_saves_the_model(tmp_path, color_dataset):
     import sys
     from pathlib import Path
 
-    from hf_decomp.hub.modeling_decomp import DecomposedForImageClassification
+    from hf_decomp.portable.modeling_decomp import DecomposedForImageClassification
 
     driver = tmp_path / "driver.py"
     driver.write_text(FINETUNE_DRIVER)

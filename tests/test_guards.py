@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hf_decomp.errors import DecompValueError
-from hf_decomp.indices import InfluentialIndices
+from hf_decomp.method.indices import InfluentialIndices
+from hf_decomp.utils.errors import DecompValueError
 
 
 def test_index_artifact_refuses_duplicate_indices():

@@ -10,16 +10,16 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import COLORS, make_color_dataset, png_bytes
+from helpers_models import ColourNet
 from PIL import Image
 from torchvision.transforms import ToTensor
 
-from conftest import COLORS, make_color_dataset, png_bytes
-from helpers_models import ColourNet
 from hf_decomp import InfluentialIndices, analyze
 from hf_decomp.data import decode_image, load_image_split
-from hf_decomp.errors import DecompFileError, DecompValueError
 from hf_decomp.hub.push import load_indices
 from hf_decomp.models import adapt_timm_model, load_classifier
+from hf_decomp.utils.errors import DecompFileError, DecompValueError
 
 NAMES = ["red", "green", "blue"]
 KNOWN_SETS = [[0, 3], [1, 4], [2, 5]]  # red reads features (R, R/2), green (G, G/2), blue (B, B/2)

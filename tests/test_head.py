@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hf_decomp.head import DecomposedLinear, gather_decomposed_logits
+from hf_decomp.portable.decomposed_head import DecomposedLinear, gather_decomposed_logits
 
 
 def test_all_indices_equal_the_dense_layer():

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from transformers import AutoConfig
 
-import hf_decomp.hub as hub
+import hf_decomp.portable as portable
 from hf_decomp.hub import DecompConfig
 
-HUB_DIR = Path(hub.__file__).parent
+PORTABLE_DIR = Path(portable.__file__).parent
 
 
 def _config(**overrides) -> DecompConfig:
@@ -52,7 +53,7 @@ def test_bare_config_and_transformers_backbone_dict():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"index_sets": [[0, 3], [1, 9], [2]]}, r"class 1 \('green'\): indices \[9\] are outside \[0, 6\) \(num_features d=6\)"),
+    ({"index_sets": [[0, 3], [1, 9], [2]]}, r"class 1 \('green'\): indices \[9\] are outside \[0, 6\) \(d=6\); the index sets do not belong"),
     ({"index_sets": [[0, 3], [-1], [2]]}, r"class 1 \('green'\): indices \[-1\] are outside"),
     ({"index_sets": [[0, 3], [1, 4]]}, r"2 index sets but 3 classes"),
     ({"index_sets": [[0], [], [2]]}, r"class 1 \('green'\) has an empty index set"),
@@ -75,15 +76,18 @@ def test_invalid_config_json_is_rejected_on_load(tmp_path):
         AutoConfig.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("filename", ["configuration_decomp.py", "modeling_decomp.py"])
-def test_remote_code_files_import_nothing_from_hf_decomp(filename):
+@pytest.mark.parametrize("filename", sorted(p.name for p in PORTABLE_DIR.glob("*.py")))
+def test_portable_files_import_only_torch_transformers_and_siblings(filename):
     """These files are copied into saved folders and run where hf-decomp is not installed."""
-    tree = ast.parse((HUB_DIR / filename).read_text())
-    imported = set()
+    tree = ast.parse((PORTABLE_DIR / filename).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
+            roots = {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            assert node.level == 1 and (PORTABLE_DIR / f"{node.module}.py").is_file(), ast.dump(node)
+            continue
         elif isinstance(node, ast.ImportFrom):
-            imported.add("." + (node.module or "") if node.level else node.module.split(".")[0])
-    assert imported <= {"__future__", "json", "os", "re", "dataclasses", "torch", "transformers", "timm",
-                        ".configuration_decomp"}, imported
+            roots = {node.module.split(".")[0]}
+        else:
+            continue
+        assert roots <= set(sys.stdlib_module_names) | {"torch", "transformers", "timm"}, roots

@@ -14,20 +14,20 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import requires_shared
 from helpers_models import save_tiny_timm_model, save_tiny_transformers_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, pipeline
 
-from conftest import requires_shared
+import hf_decomp.portable
 from hf_decomp import DecomposedLinear, InfluentialIndices, analyze
 from hf_decomp.cli import main
 from hf_decomp.data import load_image_split
 from hf_decomp.data.loader import decode_image
-from hf_decomp.hub import DecomposedForImageClassification, DecomposedHead, build_decomposed_model
-from hf_decomp.hub import save_decomposed_model
-from hf_decomp.hub.modeling_decomp import CifarResNetBackbone
+from hf_decomp.hub import DecomposedForImageClassification, build_decomposed_model, save_decomposed_model
 from hf_decomp.models import adapt_timm_model, adapt_transformers_model, load_classifier
+from hf_decomp.portable.cifar_resnet import CifarResNet
 
 
 def _randomize_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
@@ -79,7 +79,7 @@ def saved_timm(timm_adapter, tmp_path_factory):
 
 @pytest.mark.parametrize("kernel", ["dense", "embedding-bag"])
 def test_head_math_literal(kernel):
-    head = DecomposedHead(num_features=4, index_sets=[[0, 2], [3]], kernel=kernel)
+    head = DecomposedLinear(torch.zeros(2, 4), None, [[0, 2], [3]], kernel=kernel)
     with torch.no_grad():
         head.kept_weight.copy_(torch.tensor([[1.0, 2.0], [5.0, 9.0]]))  # 9.0 sits in a padding slot
         head.bias.copy_(torch.tensor([0.5, -1.0]))
@@ -185,7 +185,7 @@ def test_transformers_backbone_round_trip_and_pipeline(tmp_path):
 
 
 def test_remote_cifar_definition_matches_the_timm_registered_one(cifar_adapter):
-    backbone = CifarResNetBackbone(20).eval()
+    backbone = CifarResNet(20, num_classes=0).eval()
     state = {k: v for k, v in cifar_adapter.model.state_dict().items() if not k.startswith("linear.")}
     backbone.load_state_dict(state, strict=True)
     x = torch.randn(2, 3, 32, 32)
@@ -234,6 +234,11 @@ def test_trust_remote_code_loads_where_hf_decomp_is_not_importable(cifar_adapter
     model = DecomposedForImageClassification.from_classifier(cifar_adapter, sets)
     folder = tmp_path / "model"
     model.save_pretrained(folder)
+    # The remote code is the library's own portable files, copied with the relative imports they need.
+    portable = Path(hf_decomp.portable.__file__).parent
+    for name in ("modeling_decomp.py", "configuration_decomp.py", "decomposed_head.py", "index_sets.py",
+                 "cifar_resnet.py"):
+        assert (folder / name).read_bytes() == (portable / name).read_bytes(), name
     x = torch.randn(3, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")
     image_paths = []
@@ -248,7 +253,7 @@ def test_trust_remote_code_loads_where_hf_decomp_is_not_importable(cifar_adapter
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["hf_decomp_importable"] is False
     assert report["timm_knows_cifar"] is False  # so the file's own CIFAR ResNet was used
-    assert report["module"].startswith("transformers_modules.") and report["backbone"] == "CifarResNetBackbone"
+    assert report["module"].startswith("transformers_modules.") and report["backbone"] == "CifarResNet"
     with torch.no_grad():
         expected = model(x).logits
         pixels = torch.stack([cifar_adapter.transform(Image.open(p).convert("RGB")) for p in image_paths])

@@ -15,8 +15,8 @@ from huggingface_hub import ModelCard, constants
 
 from hf_decomp import InfluentialIndices
 from hf_decomp.cli import main
-from hf_decomp.errors import DecompFileError, DecompValueError
 from hf_decomp.hub import load_indices, push_indices, push_to_hub
+from hf_decomp.utils.errors import DecompFileError, DecompValueError
 
 TOKEN = "hf_test_token"
 

@@ -1,10 +1,9 @@
 """The real thing: bundled CIFAR-10 ResNet20 weights on the bundled CIFAR-10 parquet files."""
 
 import pytest
+from conftest import requires_shared
 
 from hf_decomp import analyze
-
-from conftest import requires_shared
 
 pytestmark = [pytest.mark.slow, requires_shared("data", "cifar10"), requires_shared("models", "cifar10-resnets")]
 

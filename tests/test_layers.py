@@ -4,16 +4,23 @@ import json
 
 import pytest
 import torch
+from helpers_layers import ColourBlocksNet
 
 from hf_decomp import analyze, load_indices
 from hf_decomp.cli import main
 from hf_decomp.data import load_image_split
-from hf_decomp.errors import DecompFileError
-from hf_decomp.layers import (LayerOutputError, UnknownLayerError, block_names, gather_layer_statistics, layer_widths,
-                              pool_layer_output, resolve_k, resolve_layers)
+from hf_decomp.layers import (
+    LayerOutputError,
+    UnknownLayerError,
+    block_names,
+    gather_layer_statistics,
+    layer_widths,
+    pool_layer_output,
+    resolve_k,
+    resolve_layers,
+)
 from hf_decomp.models import adapt_timm_model
-
-from helpers_layers import ColourBlocksNet
+from hf_decomp.utils.errors import DecompFileError
 
 BLOCK0_SETS = [[0, 3], [1, 3], [2, 3]]
 BLOCK1_SETS = [[2, 3], [1, 4], [0, 5]]
@@ -56,7 +63,7 @@ def test_one_pass_gives_known_sets_at_every_layer(color_dataset, blocks_adapter)
     split = load_image_split(str(color_dataset), "train")
     stats = gather_layer_statistics(blocks_adapter, split, ["all-blocks", "final"], k1_values=(2,), num_workers=0)
     assert list(stats) == ["blocks.0", "blocks.1", "final"]
-    from hf_decomp.selection import top_k_per_class
+    from hf_decomp.method.selection import top_k_per_class
 
     assert top_k_per_class(stats["blocks.0"].histogram(2), 2) == BLOCK0_SETS
     assert top_k_per_class(stats["blocks.1"].histogram(2), 2) == BLOCK1_SETS

@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 
 from hf_decomp.hub import DecompConfig, render_model_card
 from hf_decomp.hub.model_card import CITATION, hub_dataset_id, hub_model_id, template_path, write_model_card
-from hf_decomp.paths import default_cifar10_dataset
+from hf_decomp.utils.paths import default_cifar10_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

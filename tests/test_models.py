@@ -4,14 +4,13 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
-
-import hf_decomp  # noqa: F401  (registers the CIFAR ResNets)
-from hf_decomp.errors import DecompFileError, DecompValueError, UnsupportedHeadError
-from hf_decomp.models import adapt_timm_model, load_classifier
-from hf_decomp.models.cifar_resnet import convert_checkpoint
-
 from conftest import SHARED, requires_shared
 from helpers_models import ColourNet, save_tiny_timm_model, save_tiny_transformers_model
+
+import hf_decomp  # noqa: F401  (registers the CIFAR ResNets)
+from hf_decomp.models import adapt_timm_model, load_classifier
+from hf_decomp.models.cifar_resnet import convert_checkpoint
+from hf_decomp.utils.errors import DecompFileError, DecompValueError, UnsupportedHeadError
 
 
 @pytest.mark.parametrize("depth, blocks", [(20, 3), (32, 5), (44, 7), (56, 9)])

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import timm
 import torch
+from conftest import png_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from torchvision import transforms as T
 
-from conftest import png_bytes
 from hf_decomp.data import ImageBatchCollator, batch_to_device, split_preprocessing
 from hf_decomp.data.preprocessing import normalize_pixels
-from hf_decomp.finetune import training_transform
 from hf_decomp.models import adapt_timm_model, load_classifier
 from hf_decomp.models.loading import adapt_transformers_model
+from hf_decomp.recovery.finetune import training_transform
 
 
 def random_rows(sizes, seed=0) -> list[dict]:

@@ -7,13 +7,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import requires_shared
 
-from hf_decomp.bias_correction import bias_corrected_head, corrected_bias
-from hf_decomp.errors import DecompValueError
-from hf_decomp.head import DecomposedLinear
-from hf_decomp.refit import (
+from hf_decomp.method.bias_correction import bias_corrected_head, corrected_bias
+from hf_decomp.portable.decomposed_head import DecomposedLinear
+from hf_decomp.recovery.refit import (
     check_labelled,
     decompose_head,
     prune_and_refit,
@@ -21,6 +19,7 @@ from hf_decomp.refit import (
     refit_head,
     refit_head_streaming,
 )
+from hf_decomp.utils.errors import DecompValueError
 
 
 def _toy_data(n_per_class: int = 60, seed: int = 0, signal: float = 1.0):
@@ -175,7 +174,7 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
 def test_analyze_reports_bias_corrected_numbers_beside_the_paper_ones(color_dataset):
     from helpers_models import ColourNet
 
-    from hf_decomp.analyze import analyze
+    from hf_decomp.analysis.run import analyze
     from hf_decomp.models import adapt_timm_model
 
     adapter = adapt_timm_model(ColourNet(), name="colournet")
@@ -194,8 +193,8 @@ def test_analyze_reports_bias_corrected_numbers_beside_the_paper_ones(color_data
 @requires_shared("models", "cifar10-resnets", "resnet20-12fca82f.th")
 def test_resnet20_refit_recovers_accuracy_on_a_subset():
     from hf_decomp.data import load_image_split
-    from hf_decomp.feature_cache import cached_features
     from hf_decomp.models import load_classifier
+    from hf_decomp.passes.feature_cache import cached_features
 
     adapter = load_classifier("cifar10_resnet20")
     train_x, train_y = cached_features(adapter, load_image_split(None, "train", limit=1500), num_workers=0)

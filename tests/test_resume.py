@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import requires_shared
-from hf_decomp.analyze import analyze
-from hf_decomp.errors import DecompValueError
-from hf_decomp.evaluation import EvaluationAccumulator
-from hf_decomp.resume import CheckpointConfig, default_checkpoint_dir
+
+from hf_decomp.analysis.run import analyze
+from hf_decomp.passes.evaluation import EvaluationAccumulator
+from hf_decomp.passes.resume import CheckpointConfig, default_checkpoint_dir
+from hf_decomp.utils.errors import DecompValueError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_sigkill_mid_pass_then_resume_gives_the_uninterrupted_result(tmp_path, c
     assert not state["complete"] and 5 <= state["position"] < 48, state  # killed mid statistics pass
     assert not out.exists() or not any(out.iterdir())  # no half-written results folder
 
-    with caplog.at_level(logging.INFO, logger="hf_decomp.analyze"):
+    with caplog.at_level(logging.INFO, logger="hf_decomp.passes.resumable"):
         resumed = analyze(**RUN, out_dir=out, resume=True, checkpoint_every=1)
     assert any("resuming statistics from batch" in r.getMessage() for r in caplog.records)
     uninterrupted = analyze(**RUN)
@@ -153,8 +153,9 @@ def test_crash_in_evaluation_resumes_there(tmp_path, monkeypatch):
 def test_crash_in_statistics_resumes_streaming_and_map_style(color_dataset, tmp_path, monkeypatch, caplog, streaming):
     """A streamed split cannot seek: resuming reads and drops the batches the checkpoint already holds."""
     from helpers_models import ColourNet
+
+    from hf_decomp.method.statistics import ClassStatistics
     from hf_decomp.models import adapt_timm_model
-    from hf_decomp.statistics import ClassStatistics
 
     adapter = adapt_timm_model(ColourNet(), name="colournet")
     settings = dict(k1=2, k2=2, batch_size=5, num_workers=0, streaming=streaming)
@@ -174,7 +175,7 @@ def test_crash_in_statistics_resumes_streaming_and_map_style(color_dataset, tmp_
     monkeypatch.setattr(ClassStatistics, "update", original)
     state = json.loads((default_checkpoint_dir(tmp_path / "run") / "statistics.rank000-of-001.json").read_text())
     assert (state["position"], state["seen_images"], state["complete"]) == (3, 15, False)
-    with caplog.at_level(logging.INFO, logger="hf_decomp.analyze"):
+    with caplog.at_level(logging.INFO, logger="hf_decomp.passes.resumable"):
         resumed = analyze(adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", resume=True)
     assert "resuming statistics from batch 3" in caplog.text
     assert _summary(resumed) == _summary(uninterrupted)

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from hf_decomp.selection import (
+from hf_decomp.method.selection import (
     coverage_per_class,
     label_free_scores,
     select_from_statistics,
     top_k_per_class,
 )
-from hf_decomp.statistics import ClassStatistics
+from hf_decomp.method.statistics import ClassStatistics
 
 
 def test_top_k_takes_most_frequent_and_breaks_ties_by_lower_index():

@@ -6,20 +6,25 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import requires_shared
+from helpers_layers import ColourBlocksNet
+from helpers_models import save_tiny_timm_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_decomp.cli import main
 from hf_decomp.data import load_image_split
 from hf_decomp.layers import LayerStatistics, gather_layer_statistics
-from hf_decomp.layers.selectivity import (class_selectivity_index, histogram_mutual_information, mass_counts,
-                                          mass_k1_per_class, per_class_k1_histogram, psi_per_class)
+from hf_decomp.layers.selectivity import (
+    class_selectivity_index,
+    histogram_mutual_information,
+    mass_counts,
+    mass_k1_per_class,
+    per_class_k1_histogram,
+    psi_per_class,
+)
 from hf_decomp.models import adapt_timm_model
 from hf_decomp.studies.selectivity import rank_correlation, select_by_activation_mass, selectivity_profile
-
-from conftest import requires_shared
-from helpers_layers import ColourBlocksNet
-from helpers_models import save_tiny_timm_model
 
 
 def test_mass_counts_literal():

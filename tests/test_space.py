@@ -6,10 +6,9 @@ import runpy
 
 import pytest
 from huggingface_hub import SpaceCard
+from test_hub_push import TOKEN, hub  # noqa: F401  (the local fake Hub fixture)
 
 from hf_decomp.cli import main
-
-from test_hub_push import TOKEN, hub  # noqa: F401  (the local fake Hub fixture)
 
 
 def test_export_space_then_push_it_as_a_space(hub, tmp_path, capsys, monkeypatch):  # noqa: F811

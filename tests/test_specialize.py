@@ -12,14 +12,20 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_decomp.errors import DecompValueError
-from hf_decomp.hub.modeling_specialist import ChannelShortcut, SpecialistForImageClassification, module_shapes
+from hf_decomp.portable.modeling_specialist import ChannelShortcut, SpecialistForImageClassification, module_shapes
 from hf_decomp.specialize.pipeline import prune_specialist
 from hf_decomp.specialize.pruning import (
-    ChannelShortcutPruner, VoteImportance, check_budget, count_macs, prepare_for_pruning, prune_by_ratio,
-    resolve_classes, restrict_head,
+    ChannelShortcutPruner,
+    VoteImportance,
+    check_budget,
+    count_macs,
+    prepare_for_pruning,
+    prune_by_ratio,
+    resolve_classes,
+    restrict_head,
 )
 from hf_decomp.specialize.votes import gather_channel_votes
+from hf_decomp.utils.errors import DecompValueError
 
 INPUT = (3, 4, 4)
 

@@ -6,15 +6,14 @@ import json
 
 import pytest
 import torch
+from conftest import requires_shared
 
 from hf_decomp.cli import main
 from hf_decomp.data import load_image_split
 from hf_decomp.models import load_classifier
-from hf_decomp.hub.modeling_specialist import SpecialistForImageClassification
+from hf_decomp.portable.modeling_specialist import SpecialistForImageClassification
 from hf_decomp.specialize.pruning import count_macs
 from hf_decomp.specialize.recovery import accuracy, class_rows, load_class_images
-
-from conftest import requires_shared
 
 pytestmark = [requires_shared("data", "cifar10"), requires_shared("models", "cifar10-resnets")]
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hf_decomp.statistics import ClassStatistics
+from hf_decomp.method.statistics import ClassStatistics
 
 
 def test_histograms_count_top_k1_indices_per_class():

@@ -8,7 +8,6 @@ import torch.nn as nn
 from PIL import Image
 
 from hf_decomp.data import load_image_split
-from hf_decomp.errors import DecompValueError, UnsupportedHeadError
 from hf_decomp.models import ClassifierAdapter, adapt_timm_model
 from hf_decomp.studies.activation_maps import (
     activation_map_study,
@@ -20,6 +19,7 @@ from hf_decomp.studies.activation_maps import (
     normalize_map,
     select_images,
 )
+from hf_decomp.utils.errors import DecompValueError, UnsupportedHeadError
 
 QUADRANTS = ((slice(0, 4), slice(0, 4)), (slice(0, 4), slice(4, 8)), (slice(4, 8), slice(0, 4)),
              (slice(4, 8), slice(4, 8)))  # top-left, top-right, bottom-left, bottom-right

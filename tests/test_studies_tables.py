@@ -13,14 +13,14 @@ import json
 
 import pytest
 import torch
-
 from conftest import requires_shared
-from hf_decomp.errors import DecompValueError
+
 from hf_decomp.studies.common import ModelFeatures
 from hf_decomp.studies.depth import depth_row, depth_study, model_depth, model_family, resolve_k
 from hf_decomp.studies.histograms import gather_class_statistics, histogram_study
 from hf_decomp.studies.noise import noise_ablation
 from hf_decomp.studies.sweep import sweep_grid, sweep_study
+from hf_decomp.utils.errors import DecompValueError
 
 WEIGHT = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
 
@@ -124,7 +124,7 @@ def test_noise_ablation_known_columns():
 @pytest.mark.slow
 @requires_shared("models", "cifar10-resnets")
 def test_real_resnet20_sweep_and_label_free_selection_on_a_subset():
-    from hf_decomp.selection import label_free_scores, top_k_per_class
+    from hf_decomp.method.selection import label_free_scores, top_k_per_class
     from hf_decomp.studies.common import evaluate_sets, load_model_features
 
     mf = load_model_features("cifar10_resnet20", limit=1000, eval_limit=500, num_workers=0)

@@ -6,19 +6,18 @@ import json
 
 import pytest
 import torch
+from helpers_models import ColourNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_decomp import analyze
+from hf_decomp.analysis.folder import ResultsFolder
+from hf_decomp.analysis.top_images import TopImages
 from hf_decomp.data import load_image_split
 from hf_decomp.data.loader import decode_image, image_key
-from hf_decomp.errors import DecompValueError
+from hf_decomp.method.statistics import ClassStatistics
 from hf_decomp.models import adapt_timm_model
-from hf_decomp.results import ResultsFolder
-from hf_decomp.statistics import ClassStatistics
-from hf_decomp.top_images import TopImages
-
-from helpers_models import ColourNet
+from hf_decomp.utils.errors import DecompValueError
 
 
 def _brute_force(features: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor, feature: int, n: int,

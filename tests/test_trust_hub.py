@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from hf_decomp import InfluentialIndices
-from hf_decomp.errors import DecompError, DecompValueError
+from hf_decomp.utils.errors import DecompValueError
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_exported_and_results_files_get_the_umask_mode(exported, tmp_path):
     assert modes == {name: expected for name in modes}
     InfluentialIndices([[0], [1]], 2, ["a", "b"]).save(tmp_path / "run")
     assert _modes(tmp_path / "run") == {"indices.json": expected, "indices.safetensors": expected}
-    from hf_decomp.io_utils import staged_output_dir
+    from hf_decomp.utils.files import staged_output_dir
 
     with staged_output_dir(tmp_path / "results") as staging:
         save_file({"x": torch.zeros(2)}, staging / "statistics.safetensors")

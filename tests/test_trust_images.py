@@ -8,10 +8,10 @@ import io
 import datasets
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import COLORS, png_bytes
 from helpers_models import ColourNet
+from PIL import Image
+
 from hf_decomp import analyze
 from hf_decomp.data import ImageBatchCollator, decode_image
 from hf_decomp.data.image_modes import UnscalableImageError, to_rgb

@@ -8,9 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_decomp.data.label_names import (first_synonym, is_placeholder_names, match_label_names, normalise_name,
-                                        order_from_label_map, read_label_map)
-from hf_decomp.errors import DecompFileError, DecompValueError
+from hf_decomp.data.label_names import (
+    first_synonym,
+    is_placeholder_names,
+    match_label_names,
+    normalise_name,
+    order_from_label_map,
+    read_label_map,
+)
+from hf_decomp.utils.errors import DecompFileError, DecompValueError
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

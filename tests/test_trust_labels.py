@@ -13,19 +13,17 @@ import datasets
 import numpy as np
 import pytest
 import timm
+from conftest import COLORS, SHARED, png_bytes, requires_shared
+from helpers_models import ColourNet
 from PIL import Image
 
-from conftest import COLORS, png_bytes
-from helpers_models import ColourNet
 from hf_decomp import analyze
 from hf_decomp.cli import main
 from hf_decomp.data import load_image_split
-from hf_decomp.data.labels import align_labels, imagenet_wnids, to_model_labels
-from hf_decomp.errors import DecompValueError
+from hf_decomp.data.labels import align_labels, imagenet_wnids
 from hf_decomp.models import adapt_timm_model
 from hf_decomp.studies.common import load_model_features
-
-from conftest import requires_shared, SHARED
+from hf_decomp.utils.errors import DecompValueError
 
 KNOWN_SETS = [[0, 3], [1, 4], [2, 5]]
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers_trust import subprocess_env, tiny_colour_model
+
 from hf_decomp.cli import main as cli_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,7 +72,7 @@ def test_accelerate_launch_cpu_runs_one_process_and_says_so(single_process_metri
 
 
 def test_accelerator_joins_launched_cpu_processes(monkeypatch):
-    from hf_decomp.features import launched_without_accelerator
+    from hf_decomp.passes.features import launched_without_accelerator
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert launched_without_accelerator()  # torchrun on a CPU-only machine: accelerate must be told cpu=True
@@ -86,8 +86,8 @@ def test_accelerator_joins_launched_cpu_processes(monkeypatch):
 CACHE_DRIVER = """
 import sys, torch
 from hf_decomp.data import load_image_split
-from hf_decomp.feature_cache import cached_features
-from hf_decomp.features import make_accelerator
+from hf_decomp.passes.feature_cache import cached_features
+from hf_decomp.passes.features import make_accelerator
 from hf_decomp.models import load_classifier
 
 accelerator = make_accelerator()
@@ -104,8 +104,8 @@ def test_feature_cache_under_torchrun_matches_one_process(color_dataset, tmp_pat
     import torch
 
     from hf_decomp.data import load_image_split
-    from hf_decomp.feature_cache import cached_features
     from hf_decomp.models import load_classifier
+    from hf_decomp.passes.feature_cache import cached_features
 
     model = tiny_colour_model(tmp_path / "model")
     driver = tmp_path / "cache_driver.py"

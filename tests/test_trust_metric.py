@@ -7,11 +7,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_hub_push import TOKEN, hub  # noqa: F401  (the local fake Hub fixture)
 
 import hf_decomp.metrics
 from hf_decomp.studies.common import ModelFeatures, evaluate_sets
-
-from test_hub_push import TOKEN, hub  # noqa: F401  (the local fake Hub fixture)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +74,9 @@ def test_the_metric_is_packaged_with_its_card():
     assert folder.endswith("decomposition")
     with pytest.raises(ValueError, match="Unknown hf-decomp metric 'accuracy'"):
         hf_decomp.metrics.path("accuracy")
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert any(dep.startswith("evaluate") for dep in pyproject["project"]["dependencies"])

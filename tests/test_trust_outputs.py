@@ -9,11 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers_trust import PYTHON, subprocess_env, tiny_colour_model
+
 from hf_decomp.cli import main
-from hf_decomp.errors import OutputLocationError
-from hf_decomp.io_utils import check_output_dir, staged_output_dir
+from hf_decomp.utils.errors import OutputLocationError
+from hf_decomp.utils.files import check_output_dir, staged_output_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,12 +24,12 @@ def _snapshot(folder: Path) -> dict:
 
 def _no_work(monkeypatch):
     """Fail the test if a pass over the data starts."""
-    import hf_decomp.features
+    import hf_decomp.passes.features
 
     def refuse(self):
         raise AssertionError("a pass over the data started before --out was checked")
 
-    monkeypatch.setattr(hf_decomp.features.FeaturePass, "__iter__", refuse)
+    monkeypatch.setattr(hf_decomp.passes.features.FeaturePass, "__iter__", refuse)
 
 
 @pytest.mark.parametrize("where", ["same", "inside", "contains"])
@@ -48,7 +48,7 @@ def test_analyze_refuses_out_that_is_inside_or_contains_the_dataset(where, color
 
 
 def test_analyze_api_refuses_the_dataset_as_out(color_dataset):
-    from hf_decomp.analyze import analyze
+    from hf_decomp.analysis.run import analyze
 
     before = _snapshot(color_dataset)
     with pytest.raises(OutputLocationError, match="is the input dataset"):
@@ -141,7 +141,7 @@ def test_unwritable_out_is_refused_before_the_passes(color_dataset, tmp_path, ca
 KILLED_REPLACE = textwrap.dedent("""
     import os, sys
     from pathlib import Path
-    from hf_decomp import io_utils
+    from hf_decomp.utils import files as io_utils
 
     out, step = Path(sys.argv[1]), sys.argv[2]
     real_replace = os.replace

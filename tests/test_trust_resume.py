@@ -9,19 +9,19 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from conftest import make_color_dataset
 from helpers_models import ColourNet
 from helpers_trust import tiny_colour_model
+from safetensors.torch import load_file, save_file
+
 from hf_decomp import analyze
 from hf_decomp.cli import main
 from hf_decomp.data import load_image_split
-from hf_decomp.errors import DecompError, DecompValueError
-from hf_decomp.feature_cache import FeatureCache, cached_features
-from hf_decomp.fingerprint import data_fingerprint, weights_digest
 from hf_decomp.models import adapt_timm_model
+from hf_decomp.passes.feature_cache import FeatureCache, cached_features
+from hf_decomp.passes.fingerprint import data_fingerprint, weights_digest
 from hf_decomp.studies.common import load_model_features
+from hf_decomp.utils.errors import DecompError, DecompValueError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +36,7 @@ def _colournet(backbone_scale: float = 1.0):
 
 def _interrupted_run(adapter, dataset, out, monkeypatch):
     """analyze with checkpoints, stopped after the statistics pass: its checkpoint is left complete."""
-    module = importlib.import_module("hf_decomp.analyze")
+    module = importlib.import_module("hf_decomp.analysis.run")
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
@@ -114,7 +114,7 @@ def test_edited_checkpoint_metadata_is_one_clear_error(color_dataset, tmp_path, 
     out = tmp_path / "run"
     adapter_run = ["analyze", "--model", str(model), "--dataset", str(color_dataset), "--out", str(out),
                    "--k1", "2", "--k2", "2", "--num-workers", "0", "--batch-size", "8", "--checkpoint-every", "1"]
-    module = importlib.import_module("hf_decomp.analyze")
+    module = importlib.import_module("hf_decomp.analysis.run")
 
     with monkeypatch.context() as patch:
         patch.setattr(module, "evaluate_decomposition", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_decomp.errors import DecompValueError
-from hf_decomp.validation import hold_out, parse_val_split, stratified_split
+from hf_decomp.data.holdout import hold_out, parse_val_split, stratified_split
+from hf_decomp.utils.errors import DecompValueError
 
 
 def test_stratified_split_literal():

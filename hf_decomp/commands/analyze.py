@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_data_arguments, add_layer_arguments, add_model_arguments, add_output_arguments,
-                     add_run_arguments, int_or_fraction)
+from .common import (
+    add_data_arguments,
+    add_layer_arguments,
+    add_model_arguments,
+    add_output_arguments,
+    add_run_arguments,
+    int_or_fraction,
+)
 
 
 def register(subparsers) -> None:
@@ -42,7 +48,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analyze import analyze
+    from ..analysis.run import analyze
 
     if args.list_layers:
         from .common import print_layer_list
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     coverage = None
     if args.coverage is not None:
         if not 0 < args.coverage <= 100:
-            from ..errors import DecompValueError
+            from ..utils.errors import DecompValueError
 
             raise DecompValueError(f"--coverage {args.coverage} must be a percentage in (0, 100]")
         coverage = args.coverage / 100.0

@@ -104,7 +104,7 @@ INPUT_ARGUMENTS = {"dataset": "--dataset", "indices": "--indices", "checkpoint":
 
 def input_paths(args: argparse.Namespace) -> dict:
     """flag -> path of every input a subcommand was given (and the defaults it reads: bundled data, cache)."""
-    from ..paths import cache_dir, default_cifar10_dataset
+    from ..utils.paths import cache_dir, default_cifar10_dataset
 
     inputs = {}
     for name, flag in INPUT_ARGUMENTS.items():
@@ -120,7 +120,7 @@ def input_paths(args: argparse.Namespace) -> dict:
 
 def check_out(args: argparse.Namespace) -> None:
     """Before any work: --out is no input, can be written, and holds no results unless --overwrite."""
-    from ..io_utils import check_output_dir
+    from ..utils.files import check_output_dir
 
     out = getattr(args, "out", None)
     if out is not None:

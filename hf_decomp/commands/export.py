@@ -32,10 +32,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import DecompValueError
-    from ..io_utils import check_output_dir
-    from ..models import load_classifier
     from ..hub.export import build_decomposed_model, load_run, save_decomposed_model
+    from ..models import load_classifier
+    from ..utils.errors import DecompValueError
+    from ..utils.files import check_output_dir
 
     if args.space is not None:
         return _write_space(args)
@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_space(args: argparse.Namespace) -> int:
-    from ..errors import DecompValueError
     from ..hub.space import write_space
+    from ..utils.errors import DecompValueError
 
     if args.repo_id is None:
         raise DecompValueError("--space needs --repo-id USER/MODEL: the Hub id of the exported model the Space shows")

@@ -29,8 +29,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..hub.push import push_indices, push_to_hub
-
-    from ..errors import DecompValueError
+    from ..utils.errors import DecompValueError
 
     if args.indices_only and args.repo_type == "space":
         raise DecompValueError("--indices-only uploads index sets to a model repo; drop it or --repo-type space")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..validation import DEFAULT_VAL_SIZE
+from ..data.holdout import DEFAULT_VAL_SIZE
 from .common import add_data_arguments, add_model_arguments, add_output_arguments, positive_int
 
 METHOD_HELP = ("histogram = Algorithm 1 (paper); contribution = W_cj (mean_c(x_j) - mean(x_j)); "
@@ -82,12 +82,12 @@ def register(subparsers) -> None:
 
 
 def _cached(adapter, split, cache_dir, args):
-    from ..feature_cache import cached_features
+    from ..passes.feature_cache import cached_features
 
     directory = None if cache_dir is None else Path(cache_dir) / split.split
     if directory is not None and directory.is_dir() and any(directory.iterdir()) \
             and not (directory / "meta.json").is_file():
-        from ..errors import DecompValueError
+        from ..utils.errors import DecompValueError
 
         # FeatureCache.write clears its folder: never do that to a folder that is not a feature cache
         raise DecompValueError(f"--cache-dir: {directory} holds files but is not an hf-decomp feature cache "
@@ -104,7 +104,7 @@ def _check_rows_align(split, labels, features_labels) -> None:
     """Cached features index the split's rows only when every image was read (none skipped)."""
     import torch
 
-    from ..errors import DecompValueError
+    from ..utils.errors import DecompValueError
 
     if features_labels.numel() != labels.numel() or not torch.equal(features_labels, labels):
         raise DecompValueError(
@@ -122,12 +122,12 @@ def build_recovered_head(args: argparse.Namespace):
     import torch
 
     from ..data import default_eval_split, load_image_split
+    from ..data.holdout import hold_out
     from ..data.labels import align_labels, to_model_labels
-    from ..errors import DecompValueError
     from ..models import load_classifier
-    from ..refit import METHODS, check_labelled, decompose_head
-    from ..checks import check_k
-    from ..validation import hold_out
+    from ..recovery.refit import METHODS, check_labelled, decompose_head
+    from ..utils.checks import check_k
+    from ..utils.errors import DecompValueError
 
     if args.method not in METHODS:
         raise DecompValueError(f"Unknown --method {args.method!r}; known methods: {', '.join(METHODS)}.")
@@ -190,8 +190,8 @@ def build_recovered_head(args: argparse.Namespace):
 def _save_head(head, adapter, metrics, staging: Path) -> None:
     from safetensors.torch import save_file
 
-    from ..indices import InfluentialIndices
-    from ..io_utils import atomic_write_json
+    from ..method.indices import InfluentialIndices
+    from ..utils.files import atomic_write_json
 
     InfluentialIndices(sets=head.index_sets(), num_features=head.num_features, label_names=adapter.label_names,
                        metadata={"base_model": adapter.name, "method": metrics["method"], "k2": metrics["k"],
@@ -202,7 +202,7 @@ def _save_head(head, adapter, metrics, staging: Path) -> None:
 
 
 def run_refit(args: argparse.Namespace) -> int:
-    from ..io_utils import check_output_dir, staged_output_dir
+    from ..utils.files import check_output_dir, staged_output_dir
 
     check_output_dir(args.out, args.overwrite)
     adapter, _, _, _, head, metrics = build_recovered_head(args)
@@ -225,16 +225,16 @@ def _print_accuracies(metrics: dict, label: str, validation: float | None = None
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..finetune import build_decomposed_model, evaluate_model, finetune, training_transform
-    from ..io_utils import atomic_write_json, check_output_dir, staged_output_dir
+    from ..recovery.finetune import build_decomposed_model, evaluate_model, finetune, training_transform
+    from ..utils.files import atomic_write_json, check_output_dir, staged_output_dir
 
     check_output_dir(args.out, args.overwrite)
     if args.streaming:
-        from ..errors import DecompValueError
+        from ..utils.errors import DecompValueError
 
         raise DecompValueError("finetune needs a sized, shuffleable training split; drop --streaming.")
     if args.eval_every < 0:
-        from ..errors import DecompValueError
+        from ..utils.errors import DecompValueError
 
         raise DecompValueError(f"--eval-every {args.eval_every} must be >= 0 epochs")
     adapter, fit, validation, test, head, metrics = build_recovered_head(args)
@@ -276,7 +276,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def _card_metrics(metrics: dict, args) -> dict:
     """What the model card shows: test accuracies of this model, and the validation ones beside them."""
-    from ..paths import default_cifar10_dataset
+    from ..utils.paths import default_cifar10_dataset
 
     val = metrics["validation"]
     return {"full_accuracy": metrics["full_accuracy"], "decomposed_accuracy": metrics["finetuned_accuracy"],

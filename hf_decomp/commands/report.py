@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import DecompValueError
+from ..utils.errors import DecompValueError
 from .common import non_negative_int, positive_int, refuse_flag
 
 PAPER_GRID = "1,2,3,5,8,10,16,32"
@@ -119,7 +119,7 @@ def register(subparsers) -> None:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    from ..studies.report import STUDIES, ReportSettings, run_report
+    from ..studies.suite import STUDIES, ReportSettings, run_report
 
     studies = args.studies
     if studies is None:
@@ -143,7 +143,7 @@ def run_report_command(args: argparse.Namespace) -> int:
 def _imagenet_available(args) -> bool:
     import importlib.util
 
-    from ..paths import shared_dir
+    from ..utils.paths import shared_dir
 
     root = shared_dir()
     images = args.imagenet_dataset or (root is not None and (root / "data" / "imagenet-samples").is_dir())
@@ -160,14 +160,14 @@ def _single_study_features(args, adapter=None):
 
 
 def run_single(args: argparse.Namespace) -> int:
-    from ..io_utils import check_output_dir, staged_output_dir
-    from ..selection import top_k_per_class
+    from ..method.selection import top_k_per_class
     from ..studies.csg import CSGConfig, csg_study
     from ..studies.efficientnet_lite0 import load_study_model
     from ..studies.histograms import gather_class_statistics, histogram_study
     from ..studies.overlap import overlap_study
-    from ..studies.report import write_report
+    from ..studies.suite import write_report
     from ..studies.sweep import sweep_study
+    from ..utils.files import check_output_dir, staged_output_dir
 
     check_output_dir(args.out, args.overwrite)
     adapter = load_study_model(args.model)
@@ -201,7 +201,7 @@ def run_single(args: argparse.Namespace) -> int:
 
 def _check_study_k(args: argparse.Namespace, num_features: int) -> None:
     """Every k a single study will use, checked against the model's feature width d."""
-    from ..checks import check_k, check_k_values
+    from ..utils.checks import check_k, check_k_values
 
     for name in ("k1_values", "k2_values", "k_values"):
         if hasattr(args, name):
@@ -212,8 +212,8 @@ def _check_study_k(args: argparse.Namespace, num_features: int) -> None:
 
 
 def run_activation_maps(args: argparse.Namespace) -> int:
-    from ..io_utils import check_output_dir, staged_output_dir
-    from ..studies.report import dataset_activation_study, write_report
+    from ..studies.suite import dataset_activation_study, write_report
+    from ..utils.files import check_output_dir, staged_output_dir
 
     check_output_dir(args.out, args.overwrite)
     if args.num_images is not None and args.classes:
@@ -246,7 +246,7 @@ def run_activation_maps(args: argparse.Namespace) -> int:
 def _label_free_features(args, adapter):
     """ModelFeatures whose 'train' features are the unlabeled images of --split (for the label-free mean)."""
     from ..data import default_eval_split, load_image_split
-    from ..feature_cache import cached_features
+    from ..passes.feature_cache import cached_features
     from ..studies.common import ModelFeatures
 
     split = load_image_split(args.dataset, args.split or default_eval_split(args.dataset), limit=args.limit,

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import DecompValueError
     from ..studies.selectivity import run_selectivity
+    from ..utils.errors import DecompValueError
 
     models = args.model or ["cifar10_resnet20"]
     if args.list_layers:

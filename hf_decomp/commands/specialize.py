@@ -44,8 +44,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io_utils import check_output_dir
     from ..specialize.api import specialize
+    from ..utils.files import check_output_dir
 
     check_output_dir(args.out, args.overwrite)
     result = specialize(args.model or "cifar10_resnet20", args.classes, args.macs, method=args.method,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import datasets
 
-from ..errors import DecompFileError, DecompValueError
-from ..paths import default_cifar10_dataset
+from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.paths import default_cifar10_dataset
 from .labels import check_label_column, dataset_wnids
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DecompFileError, DecompValueError
+from ..utils.errors import DecompFileError, DecompValueError
 
 __all__ = ["LabelMatch", "normalise_name", "first_synonym", "is_placeholder_names", "match_label_names",
            "order_from_label_map", "read_label_map"]

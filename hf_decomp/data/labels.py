@@ -21,9 +21,15 @@ import datasets
 import numpy as np
 import torch
 
-from ..errors import DecompValueError
-from .label_names import (LabelMatch, first_synonym, is_placeholder_names, match_label_names,
-                          order_from_label_map, read_label_map)
+from ..utils.errors import DecompValueError
+from .label_names import (
+    LabelMatch,
+    first_synonym,
+    is_placeholder_names,
+    match_label_names,
+    order_from_label_map,
+    read_label_map,
+)
 
 __all__ = ["INVALID_LABEL", "check_label_column", "label_index", "align_labels", "to_model_labels", "imagenet_wnids"]
 

@@ -14,9 +14,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
 from .datasets import ImageSplit
+from .gpu_decode import decode_on_device, gpu_decode_available, is_jpeg
 from .image_modes import to_rgb
 from .labels import label_index
-from .gpu_decode import decode_on_device, gpu_decode_available, is_jpeg
 from .preprocessing import split_preprocessing
 
 __all__ = ["ImageBatchCollator", "make_dataloader", "decode_image", "image_key", "default_num_workers",

@@ -17,11 +17,18 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the explorer never
 from PIL import Image  # noqa: E402
 
 from ..data.loader import _DECODE_ERRORS, decode_image  # noqa: E402
-from ..errors import DecompError  # noqa: E402
+from ..utils.errors import DecompError  # noqa: E402
 from .images import DatasetImages  # noqa: E402
 from .source import ExploredModel, open_explored  # noqa: E402
-from .views import (activation_figure, class_markdown, contribution_figure, histogram_figure,  # noqa: E402
-                    model_summary, predict, strips_figure)
+from .views import (  # noqa: E402
+    activation_figure,
+    class_markdown,
+    contribution_figure,
+    histogram_figure,
+    model_summary,
+    predict,
+    strips_figure,
+)
 
 __all__ = ["Explorer", "build_app", "launch"]
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..errors import DecompFileError, DecompValueError
-from ..head import DecomposedLinear
+from ..analysis.folder import ResultsFolder, is_results_folder
+from ..analysis.top_images import TopImages
+from ..method.statistics import ClassStatistics
 from ..models import ClassifierAdapter, load_classifier
-from ..paths import CIFAR10_HUB_NAME, default_cifar10_dataset
-from ..results import ResultsFolder, is_results_folder
-from ..statistics import ClassStatistics
-from ..top_images import TopImages
+from ..portable.decomposed_head import DecomposedLinear
+from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.paths import CIFAR10_HUB_NAME, default_cifar10_dataset
 
 __all__ = ["ExploredModel", "open_explored", "resolve_dataset"]
 
@@ -92,7 +92,6 @@ def _adapter_of_exported(model) -> ClassifierAdapter:
         backbone.reset_classifier(config.num_labels)
         backbone.get_classifier().load_state_dict(linear.state_dict())
         return adapt_timm_model(backbone, name=config.base_model or config.architecture)
-    from transformers import AutoImageProcessor
 
     parent_name, _, child_name = config.backbone_head_path.rpartition(".")
     setattr(backbone.get_submodule(parent_name) if parent_name else backbone, child_name, linear)

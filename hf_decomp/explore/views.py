@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..report import markdown_table
 from ..studies.activation_maps import compute_activation_rows, plot_activation_grid
 from ..studies.histograms import plot_histogram_grid
 from ..studies.plotting import plt, save_figure
+from ..utils.markdown import markdown_table
 from .source import ExploredModel
 
 __all__ = ["predict", "contribution_figure", "activation_figure", "class_summary", "histogram_figure",

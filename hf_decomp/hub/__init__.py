@@ -7,11 +7,11 @@ Importing this package registers ``DecompConfig`` / ``DecomposedForImageClassifi
 
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from ..errors import DecompValueError
-from .configuration_decomp import DecompConfig
+from ..portable.configuration_decomp import DecompConfig
+from ..portable.modeling_decomp import DecomposedClassifierOutput, DecomposedForImageClassification
+from ..utils.errors import DecompValueError
 from .export import build_decomposed_model, save_decomposed_model, write_extras
 from .model_card import render_model_card
-from .modeling_decomp import DecomposedClassifierOutput, DecomposedForImageClassification, DecomposedHead
 from .push import load_indices, push_indices, push_to_hub
 
 AutoConfig.register(DecompConfig.model_type, DecompConfig, exist_ok=True)
@@ -28,7 +28,6 @@ __all__ = [
     "DecompConfig",
     "DecomposedClassifierOutput",
     "DecomposedForImageClassification",
-    "DecomposedHead",
     "build_decomposed_model",
     "load_indices",
     "push_indices",

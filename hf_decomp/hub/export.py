@@ -6,12 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
-from ..errors import DecompFileError, DecompValueError
-from ..fast_head import choose_kernel
-from ..indices import INDICES_JSON, InfluentialIndices
-from ..io_utils import staged_output_dir
+from ..method.indices import INDICES_JSON, InfluentialIndices
+from ..portable.decomposed_head import choose_kernel
+from ..portable.modeling_decomp import DecomposedForImageClassification
+from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.files import staged_output_dir
 from .model_card import card_is_generated, public_name, write_model_card
-from .modeling_decomp import DecomposedForImageClassification
 
 __all__ = ["build_decomposed_model", "save_decomposed_model", "write_extras", "indices_from_config",
            "summarize_metrics", "load_run"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..io_utils import atomic_write_text
-from ..paths import CIFAR10_HUB_NAME, default_cifar10_dataset
-from ..report import markdown_table
+from ..utils.files import atomic_write_text
+from ..utils.markdown import markdown_table
+from ..utils.paths import CIFAR10_HUB_NAME, default_cifar10_dataset
 
 __all__ = ["render_model_card", "write_model_card", "card_is_generated", "public_name", "TEMPLATE_NAME", "template_path"]
 

@@ -21,8 +21,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from ..errors import DecompFileError, DecompValueError
-from ..indices import INDICES_JSON, INDICES_SAFETENSORS, InfluentialIndices
+from ..method.indices import INDICES_JSON, INDICES_SAFETENSORS, InfluentialIndices
+from ..utils.errors import DecompFileError, DecompValueError
 
 __all__ = ["push_to_hub", "push_indices", "push_metric", "load_indices"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
-from ..errors import DecompValueError
-from ..io_utils import staged_output_dir
+from ..utils.errors import DecompValueError
+from ..utils.files import staged_output_dir
 
 __all__ = ["write_space"]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import DecompFileError, DecompValueError
-from ..indices import InfluentialIndices
-from ..io_utils import atomic_write_json
-from ..selection import select_from_statistics
+from ..method.indices import InfluentialIndices
+from ..method.selection import select_from_statistics
+from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.files import atomic_write_json
 from .gather import resolve_k
 from .names import FINAL
 

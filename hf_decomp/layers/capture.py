@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import DecompValueError
+from ..utils.errors import DecompValueError
 
 __all__ = ["LayerOutputError", "pool_layer_output", "LayerCapture"]
 

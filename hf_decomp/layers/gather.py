@@ -7,9 +7,10 @@ from collections.abc import Iterable
 import torch
 
 from ..data import ImageSplit
-from ..errors import DecompValueError
-from ..features import FeaturePass, make_accelerator
 from ..models import ClassifierAdapter
+from ..passes.features import FeaturePass, make_accelerator
+from ..passes.resumable import check_labels, pass_checkpoint, resumable_pass
+from ..utils.errors import DecompValueError
 from .capture import LayerCapture
 from .names import FINAL, resolve_layers
 from .statistics import LayerStatistics
@@ -69,7 +70,7 @@ def gather_layer_statistics(
     decode: str = "cpu",
     return_info: bool = False,
 ):
-    """Per-layer :class:`LayerStatistics` (a :class:`~hf_decomp.statistics.ClassStatistics`) in one pass.
+    """Per-layer :class:`LayerStatistics` (a :class:`~hf_decomp.method.statistics.ClassStatistics`) in one pass.
 
     Args:
         layers: names for :func:`~hf_decomp.layers.resolve_layers` (module names, ``all-blocks``, ``final``).
@@ -77,7 +78,7 @@ def gather_layer_statistics(
             fraction of each layer's width; or a dict {resolved layer name: k1 values} per layer.
         mass_fractions: Psi_k fractions whose count histograms to keep (selectivity).
         rank_histograms: keep (C, d, d) rank counts per layer (fractional-k selection; narrow layers only).
-        checkpoints / run_key / channels_last / decode: as :func:`~hf_decomp.analyze.gather_statistics`.
+        checkpoints / run_key / channels_last / decode: as :func:`~hf_decomp.analysis.run.gather_statistics`.
         return_info: also return the pass counters (rows, skipped, resized, nonfinite_samples).
 
     Returns:
@@ -89,8 +90,6 @@ def gather_layer_statistics(
         >>> stats["layer3.2"].histogram(6).shape  # doctest: +SKIP
         torch.Size([10, 64])
     """
-    from ..analyze import _check_labels, _pass_checkpoint, _resumable_pass  # analyze imports this package
-
     accelerator = accelerator or make_accelerator()
     names = resolve_layers(adapter, list(layers))
     if not names:
@@ -112,7 +111,7 @@ def gather_layer_statistics(
     feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers,
                                f"layer statistics [{split.split}]", channels_last=channels_last, decode=decode)
     layout = {name: [layer.num_features, list(layer.k1_values)] for name, layer in stats.items()}
-    checkpoint = _pass_checkpoint(checkpoints, "layer-statistics", adapter, split, accelerator, batch_size,
+    checkpoint = pass_checkpoint(checkpoints, "layer-statistics", adapter, split, accelerator, batch_size,
                                   num_workers, {"layers": layout, "mass_fractions": sorted(set(mass_fractions)),
                                                 "rank_histograms": rank_histograms, **(run_key or {})})
     capture = LayerCapture(adapter.model, inner)
@@ -120,7 +119,7 @@ def gather_layer_statistics(
     on_cpu = accelerator.device.type == "cpu"
 
     def accumulate(features, labels):
-        _check_labels(labels, adapter.num_classes, split)
+        check_labels(labels, adapter.num_classes, split)
         pooled = capture.take()
         # dozens of tiny (B, d) updates per batch: on a busy CPU, intra-op threads waiting on each other
         # made them 20-50x slower than one thread (measured under load); the network keeps its threads
@@ -138,6 +137,6 @@ def gather_layer_statistics(
                 torch.set_num_threads(threads)
 
     with capture:  # hooks removed on exit, also when the pass fails
-        info = _resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
+        info = resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
     result = {name: layer.to("cpu") for name, layer in stats.items()}
     return (result, info) if return_info else result

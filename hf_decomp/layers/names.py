@@ -11,7 +11,7 @@ import difflib
 
 import torch.nn as nn
 
-from ..errors import DecompValueError
+from ..utils.errors import DecompValueError
 
 __all__ = ["FINAL", "ALL_BLOCKS", "resolve_layers", "block_names", "layer_choices", "UnknownLayerError"]
 

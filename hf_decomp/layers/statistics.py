@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ..statistics import ClassStatistics
+from ..method.statistics import ClassStatistics
 from .selectivity import mass_counts
 
 __all__ = ["LayerStatistics"]
@@ -22,7 +22,7 @@ class LayerStatistics(ClassStatistics):
     """Per-class statistics of one layer's pooled activations.
 
     Args:
-        num_classes, num_features, k1_values, device: as :class:`~hf_decomp.statistics.ClassStatistics`.
+        num_classes, num_features, k1_values, device: as :class:`~hf_decomp.method.statistics.ClassStatistics`.
         mass_fractions: fractions k of Psi_k whose count histograms are kept.
         rank_histograms: also keep (C, d, d) rank counts (fractional k selection).
     """

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ..errors import DecompValueError
+from ..utils.errors import DecompValueError
 
 __all__ = ["path", "load", "shared", "METRICS"]
 

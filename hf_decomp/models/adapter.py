@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..errors import UnsupportedHeadError
+from ..utils.errors import UnsupportedHeadError
 
 __all__ = ["ClassifierAdapter", "split_linear_head", "concatenated_linear_head"]
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from ..errors import DecompFileError, DecompValueError
-from .adapter import ClassifierAdapter, capture_head_inputs, concatenated_linear_head, split_linear_head
+from ..utils.errors import DecompFileError, DecompValueError
 from . import cifar_resnet  # noqa: F401  (registers cifar10_resnet* in timm)
+from .adapter import ClassifierAdapter, capture_head_inputs, concatenated_linear_head, split_linear_head
 
 __all__ = ["load_classifier", "adapt_timm_model", "adapt_transformers_model", "ACCEPTED_MODEL_FORMS"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from ..data import load_image_split
-from ..errors import DecompValueError
-from ..hub.modeling_specialist import SpecialistForImageClassification
 from ..models import load_classifier
+from ..portable.modeling_specialist import SpecialistForImageClassification
+from ..utils.errors import DecompValueError
 from .export import save_specialist
 from .pipeline import finetune_specialist, parameter_count, prune_specialist, recover_specialist, subset_split
 from .pruning import check_budget, count_macs, prepare_for_pruning, resolve_classes, restrict_head

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..hub.modeling_specialist import SpecialistForImageClassification
-from ..io_utils import atomic_write_json, atomic_write_text, staged_output_dir
+from ..portable.modeling_specialist import SpecialistForImageClassification
+from ..utils.files import atomic_write_json, atomic_write_text, staged_output_dir
 
 __all__ = ["save_specialist", "render_specialist_card"]
 
@@ -48,7 +48,7 @@ on the CPU of the machine that built the model, possibly shared with other work.
 ## Load
 
 ```python
-from hf_decomp.hub.modeling_specialist import SpecialistForImageClassification
+from hf_decomp.portable.modeling_specialist import SpecialistForImageClassification
 model = SpecialistForImageClassification.from_pretrained("path/to/this/folder")
 logits = model(pixel_values=images).logits  # columns: config.id2label
 ```

@@ -5,7 +5,7 @@
    only the chosen classes' rows of the head;
 3. recovery: batch-norm recalibration (the per-layer bias correction) and head refit on the pruned
    backbone's cached features, then optional short fine-tuning distilled from the full model's
-   logits restricted to the subset (:func:`hf_decomp.finetune.finetune`).
+   logits restricted to the subset (:func:`hf_decomp.recovery.finetune.finetune`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 
 from ..data import ImageSplit
-from ..finetune import finetune, training_transform
-from ..hub.modeling_specialist import SpecialistForImageClassification
 from ..models.adapter import ClassifierAdapter
+from ..portable.modeling_specialist import SpecialistForImageClassification
+from ..recovery.finetune import finetune, training_transform
 from .pruning import count_macs, importance_of, prepare_for_pruning, prune_by_ratio, prune_to_budget, restrict_head
 from .recovery import pooled_features, refit_linear_head
 
@@ -119,7 +119,7 @@ def finetune_specialist(pruned: nn.Module, adapter: ClassifierAdapter, class_ids
                         train_split: ImageSplit, *, epochs: float = 1.0, lr: float = 0.01, distill: float = 0.9,
                         temperature: float = 4.0, batch_size: int = 128, seed: int = 0, num_workers: int = 0,
                         **facts) -> tuple[nn.Module, dict]:
-    """Fine-tune the pruned network with :func:`~hf_decomp.finetune.finetune`, distilled from the restricted full model.
+    """Fine-tune the pruned network with :func:`~hf_decomp.recovery.finetune.finetune`, distilled from the restricted full model.
 
     ``train_split`` holds only the chosen classes (see :func:`subset_split`). Returns the fine-tuned
     timm network and finetune's metrics.

@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..errors import DecompValueError
-from ..hub.modeling_specialist import ChannelShortcut
+from ..portable.modeling_specialist import ChannelShortcut
+from ..utils.errors import DecompValueError
 
 __all__ = ["count_macs", "prepare_for_pruning", "ChannelShortcutPruner", "VoteImportance", "restrict_head",
            "prune_to_budget", "check_budget", "prune_by_ratio", "importance_of", "max_pruning_ratio", "PRUNING_METHODS", "resolve_classes"]

@@ -15,9 +15,9 @@ import torch.nn as nn
 
 from ..data import ImageSplit
 from ..data.loader import decode_image
-from ..errors import DecompValueError
-from ..head import DecomposedLinear
-from ..refit import refit_head
+from ..portable.decomposed_head import DecomposedLinear
+from ..recovery.refit import refit_head
+from ..utils.errors import DecompValueError
 
 __all__ = ["class_rows", "load_class_images", "pooled_features", "refit_linear_head", "accuracy", "latency_ms",
            "split_rows"]
@@ -67,7 +67,7 @@ def pooled_features(model: nn.Module, pixels: torch.Tensor, batch_size: int = 50
 
 def refit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor,
                       weight_decay: float = 0.0) -> nn.Linear:
-    """A new linear head fitted (L-BFGS softmax regression, :func:`~hf_decomp.refit.refit_head`) on features."""
+    """A new linear head fitted (L-BFGS softmax regression, :func:`~hf_decomp.recovery.refit.refit_head`) on features."""
     every = [list(range(head.in_features))] * head.out_features
     dense = DecomposedLinear(head.weight.detach().float().cpu(), head.bias.detach().float().cpu(), every, kernel="dense")
     fitted = refit_head(dense, features.float().cpu(), labels.cpu(), weight_decay=weight_decay)

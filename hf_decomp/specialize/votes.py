@@ -4,7 +4,7 @@ Every batch norm's output, after the ReLU that follows it, is averaged over spac
 chosen class votes for its top-k1 channels (k1 a fraction of the layer's width). A channel's score is
 the fraction of each class's samples that voted for it, averaged over the chosen classes, so every
 class has the same say whatever its sample count. The histograms are the same streaming
-:class:`~hf_decomp.statistics.ClassStatistics` as the final-layer analysis; hooks are removed in ``finally``.
+:class:`~hf_decomp.method.statistics.ClassStatistics` as the final-layer analysis; hooks are removed in ``finally``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import DecompValueError
-from ..statistics import ClassStatistics
+from ..method.statistics import ClassStatistics
+from ..utils.errors import DecompValueError
 
 __all__ = ["gather_channel_votes", "vote_scores"]
 

@@ -7,6 +7,6 @@
 """
 
 from .common import ModelFeatures, StudyResult, load_model_features
-from .report import ReportSettings, run_report
+from .suite import ReportSettings, run_report
 
 __all__ = ["ModelFeatures", "StudyResult", "load_model_features", "ReportSettings", "run_report"]

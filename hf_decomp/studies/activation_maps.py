@@ -23,9 +23,9 @@ from PIL import Image
 from ..data import ImageSplit
 from ..data.labels import label_index, to_model_labels
 from ..data.loader import decode_image
-from ..errors import DecompValueError, UnsupportedHeadError
 from ..models import ClassifierAdapter
-from ..report import markdown_table
+from ..utils.errors import DecompValueError, UnsupportedHeadError
+from ..utils.markdown import markdown_table
 from .common import StudyResult
 from .plotting import plt, save_figure
 

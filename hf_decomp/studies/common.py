@@ -7,11 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DecompValueError
-from ..evaluation import EvaluationAccumulator
-from ..head import DecomposedLinear
 from ..models import ClassifierAdapter
-from ..checks import check_k_values as check_k
+from ..passes.evaluation import EvaluationAccumulator
+from ..portable.decomposed_head import DecomposedLinear
+from ..utils.checks import check_k_values as check_k
 
 __all__ = ["ModelFeatures", "StudyResult", "load_model_features", "evaluate_sets", "check_k", "batched"]
 
@@ -84,12 +83,12 @@ def load_model_features(
         dataset: dataset name/folder (default: bundled CIFAR-10).
         limit / eval_limit: seeded random subsets (quick runs).
         cache_dir: root of the feature cache (default ``$HF_DECOMP_CACHE/features``).
-        label_map: which dataset class is which model class (see :func:`~hf_decomp.analyze.analyze`).
+        label_map: which dataset class is which model class (see :func:`~hf_decomp.analysis.run.analyze`).
     """
     from ..data import default_eval_split, load_image_split
     from ..data.labels import align_labels
-    from ..feature_cache import cached_features
     from ..models import load_classifier
+    from ..passes.feature_cache import cached_features
 
     adapter = model if isinstance(model, ClassifierAdapter) else load_classifier(model)
     eval_split = eval_split or default_eval_split(dataset)
@@ -105,7 +104,7 @@ def load_model_features(
             import hashlib
             import json
 
-            from ..feature_cache import feature_cache_key
+            from ..passes.feature_cache import feature_cache_key
 
             key = json.dumps(feature_cache_key(adapter, split), sort_keys=True).encode()
             directory = Path(cache_dir) / hashlib.sha256(key).hexdigest()[:20]

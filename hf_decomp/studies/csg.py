@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import DecompValueError
-from ..report import markdown_table
-from ..selection import label_free_scores, top_k_per_class
+from ..method.selection import label_free_scores, top_k_per_class
+from ..utils.errors import DecompValueError
+from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, evaluate_sets
 from .histograms import gather_class_statistics
 

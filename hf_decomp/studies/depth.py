@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ..errors import DecompValueError
-from ..report import markdown_table
-from ..selection import top_k_per_class
+from ..method.selection import top_k_per_class
+from ..utils.errors import DecompValueError
+from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, evaluate_sets
 from .histograms import gather_class_statistics
 from .plotting import plt, save_figure

@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import torch
 
-from ..errors import DecompFileError, DecompValueError
+from ..utils.errors import DecompFileError, DecompValueError
 
 __all__ = ["PYPI_MODEL_NAME", "efficientnet_lite0_state_dict", "load_efficientnet_lite0", "load_study_model",
            "map_state_dict_by_position"]

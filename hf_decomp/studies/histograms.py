@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DecompValueError
-from ..report import markdown_table
-from ..selection import top_k_per_class
-from ..statistics import ClassStatistics
+from ..method.selection import top_k_per_class
+from ..method.statistics import ClassStatistics
+from ..utils.errors import DecompValueError
+from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, batched, check_k
 from .plotting import grid_shape, plt, save_figure
 

@@ -7,7 +7,7 @@ decision, the first column collapses and the second stays close to the full accu
 
 from __future__ import annotations
 
-from ..report import markdown_table
+from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, evaluate_sets
 
 __all__ = ["noise_ablation", "noise_study", "noise_table"]

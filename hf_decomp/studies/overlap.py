@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..report import markdown_table
+from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult
 from .plotting import annotated_heatmap, plt, save_figure
 

@@ -11,14 +11,18 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..errors import DecompValueError
 from ..layers import FINAL, gather_layer_statistics, resolve_k
-from ..layers.selectivity import (class_selectivity_index, histogram_mutual_information, mass_k1_per_class,
-                                  per_class_k1_histogram, psi_per_class)
-from ..report import markdown_table
-from ..selection import coverage_per_class
+from ..layers.selectivity import (
+    class_selectivity_index,
+    histogram_mutual_information,
+    mass_k1_per_class,
+    per_class_k1_histogram,
+    psi_per_class,
+)
+from ..method.selection import coverage_per_class
+from ..utils.errors import DecompValueError
+from ..utils.markdown import markdown_table
 from .common import StudyResult
 from .plotting import plt, save_figure
 
@@ -187,9 +191,9 @@ def run_selectivity(models, dataset: str | None, out_dir, *, layers=("all-blocks
                     num_workers: int | None = None, overwrite: bool = False) -> StudyResult:
     """Profiles of every model (one pass each) into ``out_dir``: report.md, report.json, selectivity.png."""
     from ..data import load_image_split
-    from ..io_utils import check_output_dir, staged_output_dir
     from ..models import load_classifier
-    from .report import write_report
+    from ..utils.files import check_output_dir, staged_output_dir
+    from .suite import write_report
 
     if isinstance(models, str):
         models = [models]

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..head import DecomposedLinear
-from ..report import markdown_table
-from ..selection import top_k_per_class
-from ..statistics import ClassStatistics
+from ..method.selection import top_k_per_class
+from ..method.statistics import ClassStatistics
+from ..portable.decomposed_head import DecomposedLinear
+from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, batched, check_k
 from .histograms import gather_class_statistics
 from .plotting import annotated_heatmap, plt, save_figure
@@ -46,7 +46,7 @@ def sweep_grid(mf: ModelFeatures, k1_values, k2_values, stats: ClassStatistics |
         for key, head in heads.items():
             correct[key] += int((head(x).argmax(1) == y).sum())
     if total == 0:
-        from ..errors import DecompValueError
+        from ..utils.errors import DecompValueError
 
         raise DecompValueError("the evaluation split has no samples; the sweep needs labelled eval features")
     full = 100.0 * full_correct / total

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from .indices import InfluentialIndices
+from ..method.indices import InfluentialIndices
+from ..utils.markdown import markdown_table
 
-__all__ = ["render_analysis_report", "markdown_table"]
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.2f}"
-        return "–" if value is None else str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+__all__ = ["render_analysis_report"]
 
 
 def render_analysis_report(metrics: dict, indices: InfluentialIndices, max_classes: int = 50) -> str:

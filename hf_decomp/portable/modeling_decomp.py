@@ -3,17 +3,16 @@
 logit_c = W_c[I_c] . x[I_c] + b_c, where x are the backbone's pooled features and I_c the
 influential features of class c (Badola et al., "Decomposing the Deep").
 
-Self-contained on purpose: ``save_pretrained`` copies this file (and ``configuration_decomp.py``)
-next to the weights, so the folder loads with ``trust_remote_code=True`` where hf-decomp is not
-installed. It imports only torch, transformers and (for timm backbones) timm; the CIFAR ResNets
-that hf-decomp registers in timm are defined here too, for environments without hf-decomp.
+Self-contained on purpose: ``save_pretrained`` copies this file, ``configuration_decomp.py`` and the
+siblings they import (the head kernels, the CIFAR ResNets) next to the weights, so the folder loads
+with ``trust_remote_code=True`` where hf-decomp is not installed. It imports only torch,
+transformers, (for timm backbones) timm and those siblings.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 
 import torch
@@ -22,9 +21,11 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
+from .cifar_resnet import CifarResNet, cifar_resnet_depth
 from .configuration_decomp import DecompConfig
+from .decomposed_head import DecomposedLinear
 
-__all__ = ["DecomposedForImageClassification", "DecomposedHead", "DecomposedClassifierOutput"]
+__all__ = ["DecomposedForImageClassification", "DecomposedClassifierOutput"]
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 # pretrained_cfg entries that point at local files or download locations: never shipped.
@@ -47,114 +48,6 @@ class DecomposedClassifierOutput(ImageClassifierOutputWithNoAttention):
     contributions: torch.FloatTensor | None = None
 
 
-def _pad_index_sets(index_sets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    kmax = max(len(s) for s in index_sets)
-    indices = torch.zeros(len(index_sets), kmax, dtype=torch.long)
-    valid = torch.zeros(len(index_sets), kmax, dtype=torch.bool)
-    for c, subset in enumerate(index_sets):
-        indices[c, : len(subset)] = torch.tensor(subset, dtype=torch.long)
-        valid[c, : len(subset)] = True
-    return indices, valid
-
-
-class DecomposedHead(nn.Module):
-    """Linear classifier in which class c reads only the features ``index_sets[c]``.
-
-    Same parameters and math as ``hf_decomp.DecomposedLinear``: ``kept_weight`` (C, kmax), ``bias``
-    (C,), buffers ``indices`` (C, kmax) and ``valid`` (C, kmax) marking real (not padding) slots.
-    """
-
-    def __init__(self, num_features: int, index_sets: list[list[int]], kernel: str = "dense"):
-        super().__init__()
-        self.num_features = int(num_features)
-        self.kernel = kernel
-        indices, valid = _pad_index_sets(index_sets)
-        self.register_buffer("indices", indices)
-        self.register_buffer("valid", valid)
-        self.kept_weight = nn.Parameter(torch.zeros(indices.shape, dtype=torch.float32))
-        self.bias = nn.Parameter(torch.zeros(indices.shape[0], dtype=torch.float32))
-
-    @property
-    def multiply_adds(self) -> int:
-        return int(self.valid.sum())
-
-    def dense_weight(self) -> torch.Tensor:
-        """(C, d) weight with zeros outside each class's set."""
-        dense = torch.zeros(self.indices.shape[0], self.num_features, dtype=self.kept_weight.dtype,
-                            device=self.kept_weight.device)
-        return dense.scatter_add(1, self.indices, self.kept_weight * self.valid)
-
-    def contributions(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, C, kmax): W_c[j] * x[j] for the kept features of every class."""
-        return features[:, self.indices] * (self.kept_weight * self.valid)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        # The two kernels of hf_decomp.fast_head, so logits match hf-decomp's evaluation bit for bit.
-        if self.kernel == "dense":  # one matmul with the masked (C, d) weight
-            return F.linear(features, self.dense_weight(), self.bias)
-        # embedding-bag: bag c sums rows I_c of x^T (d, B) weighted by W_c[I_c]; no (B, C, k) tensor.
-        table = features.t().contiguous()
-        weights = (self.kept_weight * self.valid).to(table.dtype)
-        summed = F.embedding_bag(self.indices, table, per_sample_weights=weights, mode="sum")
-        return (summed + self.bias.to(summed.dtype)[:, None]).t()
-
-    def index_sets(self) -> list[list[int]]:
-        return [row[ok].tolist() for row, ok in zip(self.indices.cpu(), self.valid.cpu())]
-
-
-# --- CIFAR ResNets (He et al. 2016, Sec. 4.2), for loading where hf-decomp (which registers them in
-# timm) is not installed. Parameter names and math match hf_decomp.models.cifar_resnet.
-_CIFAR_RESNET = re.compile(r"^cifar(?:10|100)_resnet(\d+)$")
-
-
-class _ShortcutA(nn.Module):
-    def __init__(self, pad_channels: int):
-        super().__init__()
-        self.pad_channels = pad_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad_channels, self.pad_channels))
-
-
-class _BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        changes_shape = stride != 1 or in_planes != planes
-        self.shortcut = _ShortcutA(planes // 4) if changes_shape else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class CifarResNetBackbone(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs without its classifier, with timm's feature interface."""
-
-    def __init__(self, depth: int):
-        super().__init__()
-        self.num_features = 64
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        in_planes = 16
-        for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
-            blocks = []
-            for i in range((depth - 2) // 6):
-                blocks.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1))
-                in_planes = planes
-            self.add_module(f"layer{stage}", nn.Sequential(*blocks))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
-
-
 def _create_timm_backbone(config: DecompConfig) -> nn.Module:
     """The timm backbone with its classifier removed, built without downloading anything."""
     architecture = config.architecture
@@ -164,8 +57,8 @@ def _create_timm_backbone(config: DecompConfig) -> nn.Module:
         timm = None
     if timm is not None and timm.is_model(architecture):
         model = timm.create_model(architecture, pretrained=False, num_classes=0)
-    elif _CIFAR_RESNET.match(architecture or ""):
-        model = CifarResNetBackbone(int(_CIFAR_RESNET.match(architecture).group(1)))
+    elif cifar_resnet_depth(architecture):
+        model = CifarResNet(cifar_resnet_depth(architecture), num_classes=0)
     else:
         found = f"timm {timm.__version__} has no such model" if timm is not None else "timm is not installed"
         raise ValueError(
@@ -206,7 +99,7 @@ class DecomposedPreTrainedModel(PreTrainedModel):
     base_model_prefix = "backbone"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    _no_split_modules = ["DecomposedHead"]
+    _no_split_modules = ["DecomposedLinear"]
     accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -243,7 +136,9 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
             self.backbone = _create_timm_backbone(config)
         else:
             self.backbone = _create_transformers_backbone(config)
-        self.head = DecomposedHead(config.num_features, config.index_sets, kernel=config.head_kernel)
+        # Zero weights: from_pretrained fills them (missing weights are an error there).
+        self.head = DecomposedLinear(torch.zeros(len(config.index_sets), config.num_features), None,
+                                     config.index_sets, kernel=config.head_kernel)
         self.post_init()
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data import ImageSplit
-from .errors import DecompValueError
+from ..data import ImageSplit
+from ..models import ClassifierAdapter
+from ..utils.errors import DecompValueError
+from ..utils.files import atomic_write_json
+from ..utils.paths import cache_dir
 from .features import FeaturePass, make_accelerator
 from .fingerprint import data_fingerprint, explain_key_difference, weights_digest
-from .io_utils import atomic_write_json
-from .models import ClassifierAdapter
-from .paths import cache_dir
 
 __all__ = ["feature_cache_key", "FeatureCache", "cached_features"]
 
@@ -32,7 +32,7 @@ CACHE_FORMAT = "hf-decomp-features/2"
 
 def feature_cache_key(adapter: ClassifierAdapter, split: ImageSplit, extra: dict | None = None) -> dict:
     """What determines the features: model, a digest of all its weights, preprocessing and the data's
-    fingerprint (see :mod:`hf_decomp.fingerprint`)."""
+    fingerprint (see :mod:`hf_decomp.passes.fingerprint`)."""
     return {
         "format": CACHE_FORMAT,
         "model": adapter.name,
@@ -133,7 +133,7 @@ class FeatureCache:
         if not shards:
             num_features = self.meta()["key"]["num_features"]
             return torch.empty(0, num_features), torch.empty(0, dtype=torch.long)
-        features, labels = torch.cat([f for f, _ in shards]), torch.cat([l for _, l in shards])
+        features, labels = torch.cat([f for f, _ in shards]), torch.cat([y for _, y in shards])
         expected = self.meta().get("num_samples")
         if expected is not None and features.shape[0] != expected:
             raise self._unreadable(self.meta_path, ValueError(

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .data import ImageSplit, load_image_split
-from .errors import DecompValueError
+from ..utils.errors import DecompValueError
+from . import ImageSplit, load_image_split
 
 __all__ = ["DEFAULT_VAL_SIZE", "stratified_split", "parse_val_split", "ValidationSplit", "hold_out"]
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .errors import DecompValueError
+from ..utils.errors import DecompValueError
 from .selection import label_free_scores  # score_cj = W_cj * mean(x_j); one definition, re-exported
 
 __all__ = [
@@ -77,7 +77,7 @@ def criterion_scores(method: str, statistics, weight: torch.Tensor | None = None
 
     Args:
         method: the criterion's name.
-        statistics: a :class:`~hf_decomp.statistics.ClassStatistics`.
+        statistics: a :class:`~hf_decomp.method.statistics.ClassStatistics`.
         weight: (C, d) classifier weight (``contribution`` and ``label-free``).
         k1: which histogram (``histogram``); default the smallest gathered.
     """

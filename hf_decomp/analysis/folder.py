@@ -8,9 +8,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from .errors import DecompFileError, DecompValueError
-from .indices import INDICES_JSON, InfluentialIndices
-from .statistics import ClassStatistics
+from ..method.indices import INDICES_JSON, InfluentialIndices
+from ..method.statistics import ClassStatistics
+from ..utils.errors import DecompFileError, DecompValueError
 from .top_images import TOP_IMAGES_FILE, TopImages
 
 __all__ = ["ResultsFolder", "is_results_folder"]

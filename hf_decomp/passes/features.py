@@ -15,13 +15,13 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 from tqdm.auto import tqdm
 
-from .data import ImageSplit, device_batches, make_dataloader
-from .data.labels import to_model_labels
-from .data.loader import compute_threads
+from ..data import ImageSplit, device_batches, make_dataloader
+from ..data.labels import to_model_labels
+from ..data.loader import compute_threads
+from ..models import ClassifierAdapter
+from ..utils.checks import check_positive_int
+from ..utils.errors import DecompValueError
 from .distributed import shard_split
-from .errors import DecompValueError
-from .models import ClassifierAdapter
-from .checks import check_positive_int
 
 __all__ = ["FeaturePass", "make_accelerator", "launched_without_accelerator", "collect_features"]
 
@@ -56,7 +56,7 @@ def make_accelerator(cpu: bool = False, mixed_precision: str | None = None) -> A
 class FeaturePass:
     """One pass over a split: iterate it for (features (B, d) float32, labels (B,)) batches.
 
-    Under several processes each reads its own share exactly once (see :mod:`hf_decomp.distributed`).
+    Under several processes each reads its own share exactly once (see :mod:`hf_decomp.passes.distributed`).
     After the loop, ``skipped_images`` holds how many images this process could not read and
     ``resized_images`` how many had to be resized to the model's input size.
 

@@ -19,7 +19,7 @@ def shared_dir() -> Path | None:
     candidates = []
     if os.environ.get("HF_DECOMP_SHARED_DIR"):
         candidates.append(Path(os.environ["HF_DECOMP_SHARED_DIR"]))
-    candidates.append(Path(__file__).resolve().parents[2] / "shared")
+    candidates.append(Path(__file__).resolve().parents[3] / "shared")
     candidates.append(Path.cwd().resolve().parent / "shared")
     for candidate in candidates:
         if (candidate / "README.md").is_file() or (candidate / "data").is_dir():

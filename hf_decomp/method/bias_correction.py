@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .head import DecomposedLinear
+from ..portable.decomposed_head import DecomposedLinear
 
 __all__ = ["corrected_bias", "bias_corrected_head"]
 

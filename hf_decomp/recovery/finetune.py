@@ -4,7 +4,7 @@ Backbone and decomposed head are trained together on a labelled split: SGD with 
 linear warm-up then cosine decay to zero, the usual augmentation (CIFAR-sized inputs: 4-pixel
 pad-and-crop + horizontal flip; larger inputs: timm's training transform), checkpoints as
 safetensors (``save_pretrained``). The result is a
-:class:`~hf_decomp.hub.modeling_decomp.DecomposedForImageClassification`.
+:class:`~hf_decomp.portable.modeling_decomp.DecomposedForImageClassification`.
 
 Recovery uses knowledge distillation from the full model (its soft labels carry what the full head
 knew; on the training set both are ~99 % correct, so hard labels alone say little). The learning
@@ -33,14 +33,14 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from .data import ImageSplit
-from .data.loader import ImageBatchCollator, default_num_workers
-from .data.labels import to_model_labels
-from .data.preprocessing import batch_to_device
-from .errors import DecompValueError
-from .features import make_accelerator
-from .head import DecomposedLinear
-from .io_utils import atomic_write_json, normalize_permissions
+from ..data import ImageSplit
+from ..data.labels import to_model_labels
+from ..data.loader import ImageBatchCollator, default_num_workers
+from ..data.preprocessing import batch_to_device
+from ..passes.features import make_accelerator
+from ..portable.decomposed_head import DecomposedLinear
+from ..utils.errors import DecompValueError
+from ..utils.files import atomic_write_json, normalize_permissions
 from .refit import check_labelled
 
 __all__ = ["FinetuneResult", "finetune", "build_decomposed_model", "training_transform", "evaluate_model",
@@ -61,7 +61,7 @@ class FinetuneResult:
 
 def build_decomposed_model(adapter, head: DecomposedLinear, **facts):
     """``DecomposedForImageClassification`` with the adapter's backbone and ``head``'s sets, weights and bias."""
-    from .hub.modeling_decomp import DecomposedForImageClassification
+    from ..portable.modeling_decomp import DecomposedForImageClassification
 
     model = DecomposedForImageClassification.from_classifier(adapter, head.index_sets(), **facts)
     with torch.no_grad():
@@ -99,7 +99,7 @@ def cosine_schedule(step: int, total: int, warmup: int) -> float:
 def evaluate_model(model, split: ImageSplit, transform, accelerator=None, batch_size: int = 256,
                    num_workers: int | None = None) -> dict:
     """Top-1 accuracy (percent) of a model returning ``.logits`` on a labelled split."""
-    from .data import device_batches, make_dataloader
+    from ..data import device_batches, make_dataloader
 
     accelerator = accelerator or make_accelerator()
     loader = accelerator.prepare_data_loader(

@@ -5,7 +5,7 @@ so the problem is a small convex softmax regression restricted to each class's s
 
 - :func:`refit_head`: full batch, L-BFGS (default; seconds for CIFAR-10's 50k x 64) or Adam.
 - :func:`refit_head_streaming`: Adam over batches read again each epoch (features too large for memory,
-  e.g. streamed from :class:`~hf_decomp.feature_cache.FeatureCache` shards).
+  e.g. streamed from :class:`~hf_decomp.passes.feature_cache.FeatureCache` shards).
 - :func:`prune_and_refit`: selection and refit together (method ``pruning``): start from all
   features, repeatedly keep the top fraction by the contribution score of the *refit* weights,
   W_cj * (mean_c(x_j) - mean(x_j)), and refit, until k per class remain.
@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .bias_correction import corrected_bias
-from .criteria import contribution_scores
-from .errors import DecompValueError
-from .head import DecomposedLinear
-from .selection import top_k_per_class
+from ..method.bias_correction import corrected_bias
+from ..method.criteria import contribution_scores
+from ..method.selection import top_k_per_class
+from ..portable.decomposed_head import DecomposedLinear
+from ..utils.errors import DecompValueError
 
 __all__ = ["check_labelled", "refit_head", "refit_head_streaming", "prune_and_refit", "pruning_schedule", "decompose_head", "METHODS",
            "REFIT_OPTIMIZERS"]
@@ -128,7 +128,7 @@ def refit_head_streaming(
     Args:
         head: the decomposed head.
         batches: called once per epoch; yields (features (B, d), labels (B,)), e.g.
-            ``FeatureCache(dir).iter_shards`` or a fresh :class:`~hf_decomp.features.FeaturePass`.
+            ``FeatureCache(dir).iter_shards`` or a fresh :class:`~hf_decomp.passes.features.FeaturePass`.
         epochs: passes over the data. lr: Adam's learning rate.
     """
     refit = copy.deepcopy(head).float().train()
@@ -240,12 +240,12 @@ def decompose_head(
             without refit).
         method: one of :data:`METHODS` (``pruning`` always corrects and refits).
         k: features kept per class. k1: top-k1 of the ``histogram`` method.
-        bias_correction: b_c += sum_{j not in I_c} W_cj mean(x_j) (see :mod:`hf_decomp.bias_correction`).
+        bias_correction: b_c += sum_{j not in I_c} W_cj mean(x_j) (see :mod:`hf_decomp.method.bias_correction`).
         refit: refit kept weights and biases with L-BFGS (see :func:`refit_head`).
         keep: fraction kept per step of the ``pruning`` schedule (see :func:`pruning_schedule`).
     """
-    from .criteria import check_criterion, check_k_for_means, criterion_scores, sparse_glm_scores
-    from .statistics import ClassStatistics
+    from ..method.criteria import check_criterion, check_k_for_means, criterion_scores, sparse_glm_scores
+    from ..method.statistics import ClassStatistics
 
     check_criterion(method, METHODS)
     num_classes, num_features = weight.shape
@@ -262,7 +262,7 @@ def decompose_head(
     if method == "sparse-glm":
         scores = sparse_glm_scores(features, labels, num_classes, k)
     elif method == "label-free":
-        from .criteria import label_free_scores
+        from ..method.criteria import label_free_scores
 
         scores = label_free_scores(weight.detach().cpu(), overall_mean)
     else:
@@ -272,7 +272,7 @@ def decompose_head(
     head = DecomposedLinear(weight.detach().float().cpu(), None if bias is None else bias.detach().float().cpu(),
                             top_k_per_class(scores, k))
     if bias_correction:
-        from .bias_correction import bias_corrected_head
+        from ..method.bias_correction import bias_corrected_head
 
         head = bias_corrected_head(head, weight.detach().float().cpu(), overall_mean.float())
     if refit:

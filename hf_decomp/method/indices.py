@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import DecompFileError, DecompValueError
-from .head import pad_index_sets
-from .io_utils import atomic_write_json, normalize_permissions
+from ..portable.decomposed_head import pad_index_sets
+from ..portable.index_sets import as_index, check_index_sets
+from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.files import atomic_write_json, normalize_permissions
 
 __all__ = ["InfluentialIndices", "INDICES_FORMAT", "INDICES_JSON", "INDICES_SAFETENSORS"]
 
@@ -29,19 +29,6 @@ INDICES_SAFETENSORS = "indices.safetensors"
 # A safetensors header is JSON describing the tensors; ours is a few hundred bytes. Anything far larger
 # is damage (or an attack on the reader's memory), refused before reading it.
 _MAX_HEADER_BYTES = 1 << 20
-
-
-def _as_index(value, where: str) -> int:
-    """An integer index, refusing floats (2.7 would silently become 2), NaN, bools and strings."""
-    if isinstance(value, bool):
-        raise DecompValueError(f"{where}: {value!r} is not a feature index (an integer)")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise DecompValueError(
-            f"{where}: {value!r} is not a feature index (an integer); the file was edited or damaged. "
-            f"Re-run `hf-decomp analyze` to rewrite it."
-        ) from None
 
 
 @dataclass
@@ -61,31 +48,15 @@ class InfluentialIndices:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if isinstance(self.sets, (str, bytes, dict)) or not hasattr(self.sets, "__iter__"):
-            raise DecompValueError(f"index sets must be one list of indices per class, got {type(self.sets).__name__}")
-        self.sets = [[_as_index(i, f"class {c}") for i in s] for c, s in enumerate(self.sets)]
-        self.num_features = _as_index(self.num_features, "num_features")
+        self.num_features = as_index(self.num_features, "num_features", DecompValueError)
         if self.num_features < 1:
             raise DecompValueError(f"num_features={self.num_features} must be the positive feature width d")
         self.validate()
 
     def validate(self) -> None:
         """Raise naming the class and index when a set is empty, out of range or has duplicates."""
-        if len(self.label_names) != len(self.sets):
-            raise DecompValueError(
-                f"{len(self.sets)} index sets but {len(self.label_names)} label names; expected one set per class"
-            )
-        for c, subset in enumerate(self.sets):
-            name = self.label_names[c]
-            if not subset:
-                raise DecompValueError(f"class {c} ({name!r}) has an empty index set")
-            bad = [i for i in subset if not 0 <= i < self.num_features]
-            if bad:
-                raise DecompValueError(
-                    f"class {c} ({name!r}): indices {bad} are outside [0, {self.num_features}) (d={self.num_features})"
-                )
-            if len(set(subset)) != len(subset):
-                raise DecompValueError(f"class {c} ({name!r}): duplicate indices in {subset}")
+        self.sets = check_index_sets(self.sets, self.num_features, label_names=self.label_names,
+                                     error=DecompValueError)
 
     @property
     def num_classes(self) -> int:

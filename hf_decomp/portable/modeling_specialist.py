@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
+from .cifar_resnet import CifarResNet, cifar_resnet_depth
 from .configuration_specialist import SpecialistConfig
 
 __all__ = ["ChannelShortcut", "SpecialistForImageClassification", "module_shapes", "shortcut_specs",
@@ -90,16 +91,16 @@ def resize_modules(model: nn.Module, shapes: dict[str, list[int]], shortcuts: di
 
 
 def _create_backbone(config: SpecialistConfig) -> nn.Module:
-    import timm
+    num_classes = len(config.class_ids)
+    if cifar_resnet_depth(config.architecture):  # the sibling file: no timm registration needed
+        model = CifarResNet(cifar_resnet_depth(config.architecture), num_classes=num_classes)
+    else:
+        import timm
 
-    try:  # registers the CIFAR ResNets in timm
-        import hf_decomp.models  # noqa: F401
-    except ImportError:
-        pass
-    if not timm.is_model(config.architecture):
-        raise ValueError(f"Cannot build architecture={config.architecture!r}: timm has no such model "
-                         f"(install hf-decomp for the CIFAR ResNets, or a timm version that has it).")
-    model = timm.create_model(config.architecture, pretrained=False, num_classes=len(config.class_ids))
+        if not timm.is_model(config.architecture):
+            raise ValueError(f"Cannot build architecture={config.architecture!r}: timm {timm.__version__} has no "
+                             f"such model; install a timm version that has it (`pip install -U timm`).")
+        model = timm.create_model(config.architecture, pretrained=False, num_classes=num_classes)
     model.pretrained_cfg = dict(config.pretrained_cfg or {})
     return resize_modules(model, config.module_shapes, config.shortcuts)
 

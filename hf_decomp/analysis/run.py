@@ -10,24 +10,25 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .data import ImageSplit, default_eval_split, load_image_split, split_names
-from .data.labels import align_labels
-from .errors import DecompValueError
-from .evaluation import EvaluationAccumulator
-from .distributed import (check_exact_once, per_process, raise_if_any_failed, reduce_count, reduce_sum_,
-                          single_process_launch_warning)
-from .feature_cache import feature_cache_key
-from .features import FeaturePass, make_accelerator
-from .head import DecomposedLinear
-from .indices import InfluentialIndices
-from .io_utils import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
-from .layers import FINAL, resolve_k, resolve_layers
-from .models import ClassifierAdapter, load_classifier
-from .report import render_analysis_report
-from .resume import CheckpointConfig, PassCheckpoint, default_checkpoint_dir, key_digest
-from .selection import select_from_statistics
-from .statistics import ClassStatistics
-from .checks import check_positive_int
+from ..data import ImageSplit, default_eval_split, load_image_split, split_names
+from ..data.labels import align_labels
+from ..layers import FINAL, resolve_k, resolve_layers
+from ..method.indices import InfluentialIndices
+from ..method.selection import select_from_statistics
+from ..method.statistics import ClassStatistics
+from ..models import ClassifierAdapter, load_classifier
+from ..passes.distributed import (
+    single_process_launch_warning,
+)
+from ..passes.evaluation import EvaluationAccumulator
+from ..passes.features import FeaturePass, make_accelerator
+from ..passes.resumable import check_labels, pass_checkpoint, resumable_pass
+from ..passes.resume import CheckpointConfig, default_checkpoint_dir, key_digest
+from ..portable.decomposed_head import DecomposedLinear
+from ..utils.checks import check_positive_int
+from ..utils.errors import DecompValueError
+from ..utils.files import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
+from .summary import render_analysis_report
 from .top_images import TopImages
 
 __all__ = ["analyze", "AnalysisResult", "gather_statistics", "evaluate_decomposition"]
@@ -49,23 +50,12 @@ class AnalysisResult:
 
     def top_images(self, feature: int, class_: int | None = None) -> list[dict]:
         """The statistics split's most activating images of ``feature`` (among class ``class_``), as row ids
-        {dataset, split, image_column, key, activation}, most activating first (see :mod:`hf_decomp.top_images`)."""
+        {dataset, split, image_column, key, activation}, most activating first (see :mod:`hf_decomp.analysis.top_images`)."""
         if self.examples is None:
             raise DecompValueError("this analysis kept no top images (top_images=0)")
         return self.examples.query(feature, class_)
     layer_indices: dict[str, InfluentialIndices] = field(default_factory=dict)  # --layers: name -> sets
     layer_statistics: dict[str, ClassStatistics] = field(default_factory=dict)
-
-
-def _check_labels(labels: torch.Tensor, num_classes: int, split: ImageSplit) -> None:
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        bad = sorted({int(v) for v in labels if not 0 <= int(v) < num_classes})[:10]
-        raise DecompValueError(
-            f"{split.name} [{split.split}] has labels {bad} outside the model's {num_classes} classes "
-            f"[0, {num_classes}); use a dataset labelled for this model, or pick the label column with --label-column."
-            + (" Label -1 marks unlabeled rows (e.g. imagenet-1k's test split): use a labelled split such as "
-               "validation." if -1 in bad else "")
-        )
 
 
 def _align(splits: list[ImageSplit], adapter: ClassifierAdapter, label_map) -> tuple[list[ImageSplit], dict]:
@@ -84,91 +74,6 @@ def _label_warnings(label_info: dict) -> list[str]:
                        f"{info['matched_by']})" for split, info in label_info.items() if info and info["remapped"]]
 
 
-def _pass_checkpoint(checkpoints: CheckpointConfig | None, name: str, adapter: ClassifierAdapter, split: ImageSplit,
-                     accelerator, batch_size: int, num_workers: int | None, extra: dict) -> PassCheckpoint | None:
-    if checkpoints is None:
-        return None
-    key = feature_cache_key(adapter, split, {"batch_size": batch_size, **extra})
-    if split.streaming:  # the order of a streamed split depends on how many workers read its shards
-        key["num_workers"] = num_workers
-    return checkpoints.for_pass(name, key, accelerator.process_index, accelerator.num_processes)
-
-
-def _run_pass(feature_pass: FeaturePass, checkpoint: PassCheckpoint | None, accumulate, tensors) -> BaseException | None:
-    """Feed every batch to ``accumulate``, checkpointing ``tensors`` (the sums) and the position when due.
-
-    Returns the error instead of raising it, so that all processes can fail together.
-    """
-    try:
-        for batch in feature_pass:
-            accumulate(*batch)
-            if checkpoint is not None and checkpoint.due(feature_pass.position):
-                checkpoint.save(tensors, feature_pass.position, **_pass_counters(feature_pass))
-        if checkpoint is not None:
-            checkpoint.save(tensors, feature_pass.position, complete=True, **_pass_counters(feature_pass))
-    except Exception as e:  # noqa: BLE001 - re-raised by raise_if_any_failed on every process
-        return e
-    return None
-
-
-def _pass_counters(feature_pass: FeaturePass) -> dict:
-    return {"seen_images": feature_pass.seen_images, "skipped_images": feature_pass.skipped_images,
-            "resized_images": feature_pass.resized_images}
-
-
-def _restore(checkpoint: PassCheckpoint | None, feature_pass: FeaturePass, tensors: dict) -> bool:
-    """Load a checkpoint into ``tensors`` and ``feature_pass``; True when that pass already completed."""
-    loaded = checkpoint.load() if checkpoint is not None else None
-    if loaded is None:
-        return False
-    saved, state = loaded
-    missing = set(tensors) ^ set(saved)
-    if missing:
-        raise DecompValueError(f"Checkpoint {checkpoint.path} lacks or adds tensors {sorted(missing)}; "
-                               f"delete it or drop --resume.")
-    wrong = [f"{name} {tuple(saved[name].shape)} {saved[name].dtype} (expected {tuple(t.shape)} {t.dtype})"
-             for name, t in tensors.items() if saved[name].shape != t.shape or saved[name].dtype != t.dtype]
-    if wrong:
-        raise DecompValueError(f"Checkpoint {checkpoint.path} holds tensors of another shape or type: "
-                               f"{'; '.join(wrong[:3])}; delete it or drop --resume.")
-    for name, tensor in tensors.items():
-        tensor.copy_(saved[name])
-    feature_pass.start_batch = int(state["position"])
-    for name, value in _pass_counters(feature_pass).items():
-        setattr(feature_pass, name, int(state.get(name, value)))
-    logger.info("resuming %s from batch %d (%s)", checkpoint.name, feature_pass.start_batch, checkpoint.path)
-    return bool(state["complete"])
-
-
-def _resumable_pass(feature_pass: FeaturePass, checkpoint: PassCheckpoint | None, accumulate, tensors: dict,
-                    split: ImageSplit, accelerator, unsummed: dict | None = None) -> dict:
-    """Restore, run and checkpoint one pass, then sum ``tensors`` over processes (all fail together).
-
-    ``unsummed`` tensors are checkpointed too but not summed (the caller merges them, e.g. top-N lists).
-    """
-    error = None
-    saved = {**tensors, **(unsummed or {})}
-    try:
-        complete = _restore(checkpoint, feature_pass, saved)
-    except Exception as e:  # noqa: BLE001 - re-raised by raise_if_any_failed on every process
-        error, complete = e, True
-    if not complete:
-        error = _run_pass(feature_pass, checkpoint, accumulate, saved)
-    raise_if_any_failed(error, accelerator)
-    reduce_sum_(tensors, accelerator)  # the tensors are sums: add the processes' shares
-    return _finish_pass(feature_pass, split, accelerator, int(tensors["nonfinite_samples"]))
-
-
-def _finish_pass(feature_pass: FeaturePass, split: ImageSplit, accelerator, nonfinite: int) -> dict:
-    """Counters summed over processes, after checking each row was read exactly once."""
-    totals = {name: reduce_count(value, accelerator) for name, value in _pass_counters(feature_pass).items()}
-    check_exact_once(split, totals["seen_images"] + totals["skipped_images"])
-    totals["rows_per_process"] = per_process(feature_pass.seen_images + feature_pass.skipped_images, accelerator)
-    totals["rows"] = totals["seen_images"] + totals["skipped_images"]
-    totals["nonfinite_samples"] = nonfinite
-    return totals
-
-
 def gather_statistics(
     adapter: ClassifierAdapter, split: ImageSplit, k1_values, accelerator=None, batch_size: int = 256,
     num_workers: int | None = None, checkpoints: CheckpointConfig | None = None, run_key: dict | None = None,
@@ -179,7 +84,7 @@ def gather_statistics(
     ``split``'s labels are read in the model's class order when it went through
     :func:`~hf_decomp.data.align_labels` (as :func:`analyze` does); otherwise as stored.
     With ``top_images`` = N > 0 the same pass also keeps, per feature and per (class, feature), the N
-    most activating images as content keys (:class:`~hf_decomp.top_images.TopImages`), returned as
+    most activating images as content keys (:class:`~hf_decomp.analysis.top_images.TopImages`), returned as
     ``info["top_images"]`` and merged over processes.
 
     With ``checkpoints``, the sums and the position are saved as the pass goes and, with
@@ -193,19 +98,19 @@ def gather_statistics(
                     ) if top_images else None
     feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"statistics [{split.split}]",
                                channels_last=channels_last, decode=decode, with_keys=top is not None)
-    checkpoint = _pass_checkpoint(checkpoints, "statistics", adapter, split, accelerator, batch_size, num_workers,
+    checkpoint = pass_checkpoint(checkpoints, "statistics", adapter, split, accelerator, batch_size, num_workers,
                                   {"k1_values": list(stats.k1_values), **(run_key or {}),
                                    **({"top_images": top_images} if top else {})})
     tensors = stats.state_dict()
     unsummed = {f"top_images.{k}": v for k, v in top.state_dict().items()} if top else None
 
     def accumulate(features, labels, keys=None):
-        _check_labels(labels, adapter.num_classes, split)
+        check_labels(labels, adapter.num_classes, split)
         stats.update(features, labels)
         if top is not None:
             top.update(features, labels, keys)
 
-    info = _resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator, unsummed)
+    info = resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator, unsummed)
     if top is not None:
         info["top_images"] = top.merge_across_processes_(accelerator).to("cpu")
     return stats.to("cpu"), info
@@ -234,15 +139,15 @@ def evaluate_decomposition(
     sets_key = key_digest({"indices": head.indices.tolist(), "valid": head.valid.tolist()})
     if extra_heads:  # their counters are part of the checkpoint
         run_key = {**(run_key or {}), "extra_heads": sorted(extra_heads)}
-    checkpoint = _pass_checkpoint(checkpoints, "evaluation", adapter, split, accelerator, batch_size, num_workers,
+    checkpoint = pass_checkpoint(checkpoints, "evaluation", adapter, split, accelerator, batch_size, num_workers,
                                   {"seed": seed, "head": sets_key, **(run_key or {})})
     tensors = evaluator.state_dict()
 
     def accumulate(features, labels, keys):
-        _check_labels(labels, adapter.num_classes, split)
+        check_labels(labels, adapter.num_classes, split)
         evaluator.update(features, labels, keys)
 
-    info = _resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
+    info = resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
     result = evaluator.result(adapter.label_names)
     result["skipped_images"] = info["skipped_images"]
     result["resized_images"] = info["resized_images"]
@@ -364,7 +269,7 @@ def analyze(
                          checkpoints=checkpoints, channels_last=channels_last, decode=decode)
     layer_stats, warnings = {}, []
     if inner_layers:  # every layer, the final one included, in the same single pass
-        from .layers import gather_layer_statistics
+        from ..layers import gather_layer_statistics
 
         if top_images:
             warnings.append("top images per feature are not kept in a --layers run; run analyze without "
@@ -408,7 +313,7 @@ def analyze(
     head = DecomposedLinear(adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu(), sets)
     extra_heads = {}
     if bias_correction:
-        from .bias_correction import bias_corrected_head
+        from ..method.bias_correction import bias_corrected_head
 
         extra_heads["bias_corrected"] = bias_corrected_head(
             head, adapter.weight.detach().float().cpu(), stats.overall_mean().float())
@@ -463,7 +368,7 @@ def analyze(
     )
     layer_indices = {}
     if layer_stats:
-        from .layers.artifacts import layer_index_sets
+        from ..layers.artifacts import layer_index_sets
 
         layer_indices = layer_index_sets(
             layer_stats, adapter.label_names, k1=k1_requested, k2=k2_requested if coverage is None else None,
@@ -514,7 +419,7 @@ def write_results(result: AnalysisResult, out_dir: str | Path, overwrite: bool =
             result.examples.save(staging)
         atomic_write_text(staging / "report.md", render_analysis_report(result.metrics, result.indices))
         if result.layer_indices:
-            from .layers.artifacts import save_layer_indices
+            from ..layers.artifacts import save_layer_indices
 
             save_layer_indices(staging, result.layer_indices)
     return Path(out_dir)
@@ -524,7 +429,7 @@ def _versions() -> dict:
     import timm
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {"hf_decomp": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "transformers": transformers.__version__, "python": platform.python_version()}

@@ -2,7 +2,7 @@
 
 Self-contained on purpose: this file is copied next to ``config.json`` by ``save_pretrained`` and
 loaded with ``trust_remote_code=True`` where hf-decomp is not installed, so it imports only
-transformers.
+transformers and its sibling ``index_sets.py`` (copied with it).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 
 from transformers import PretrainedConfig
+
+from .index_sets import as_index, check_index_sets
 
 __all__ = ["DecompConfig"]
 
@@ -163,19 +165,9 @@ class DecompConfig(PretrainedConfig):
                 f"config has {len(self.index_sets)} index sets but {self.num_labels} classes (id2label); "
                 f"expected one index set per class. Re-export the model from its indices."
             )
-        d = int(self.num_features)
-        for c, subset in enumerate(self.index_sets):
-            name = (self.id2label or {}).get(c, f"class_{c}")
-            if not subset:
-                raise self.error_class(f"class {c} ({name!r}) has an empty index set; every class needs a feature")
-            bad = [i for i in subset if not 0 <= i < d]
-            if bad:
-                raise self.error_class(
-                    f"class {c} ({name!r}): indices {bad} are outside [0, {d}) (num_features d={d}); "
-                    f"the index sets do not belong to this backbone"
-                )
-            if len(set(subset)) != len(subset):
-                raise self.error_class(f"class {c} ({name!r}): duplicate indices in {subset}")
+        names = [(self.id2label or {}).get(c, f"class_{c}") for c in range(len(self.index_sets))]
+        check_index_sets(self.index_sets, int(self.num_features), label_names=names, error=self.error_class,
+                         fix="; the index sets do not belong to this backbone")
 
 
 def _is_int(value) -> bool:
@@ -186,9 +178,10 @@ def _checked_index_sets(index_sets) -> list[list[int]]:
     """Lists of integer indices; floats (1.5 would silently become 1), strings and bools are refused."""
     if not isinstance(index_sets, (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in index_sets):
         raise DecompConfig.error_class(f"index_sets must be one list of feature indices per class, got {index_sets!r:.80}; "
-                           f"re-export the model.")
+                                       f"re-export the model.")
     for c, subset in enumerate(index_sets):
-        bad = [i for i in subset if not (_is_int(i) or (hasattr(i, "__index__") and not isinstance(i, bool)))]
+        bad = [i for i in subset if not (hasattr(i, "__index__") and not isinstance(i, bool))]
         if bad:
-            raise DecompConfig.error_class(f"class {c}: index_sets holds {bad[:5]}, not integer feature indices; re-export the model.")
-    return [[int(i) for i in subset] for subset in index_sets]
+            raise DecompConfig.error_class(f"class {c}: index_sets holds {bad[:5]}, not integer feature indices; "
+                                           f"re-export the model.")
+    return [[as_index(i, f"class {c}") for i in subset] for c, subset in enumerate(index_sets)]

@@ -63,7 +63,7 @@ def select_from_statistics(
     method: str = "histogram",
     weight: torch.Tensor | None = None,
 ) -> tuple[list[list[int]], list[int]]:
-    """Index sets from one pass of :class:`~hf_decomp.statistics.ClassStatistics`.
+    """Index sets from one pass of :class:`~hf_decomp.method.statistics.ClassStatistics`.
 
     Args:
         statistics: the gathered statistics.
@@ -71,14 +71,14 @@ def select_from_statistics(
         k2: size of every set (``histogram`` and ``label-free``).
         coverage: instead of k2, per class the smallest set covering this fraction of the histogram.
         method: ``histogram`` (Algorithm 1), ``coverage`` (implied by ``coverage``), ``label-free`` or
-            ``contribution`` (W_cj * (mean_c(x_j) - mean(x_j)), see :mod:`hf_decomp.criteria`).
+            ``contribution`` (W_cj * (mean_c(x_j) - mean(x_j)), see :mod:`hf_decomp.method.criteria`).
         weight: (C, d) classifier weight; needed by ``label-free`` and for classes without samples.
 
     Returns:
         (index sets, classes that had no samples and fell back to the label-free ranking).
     """
     if method not in SELECTION_METHODS:
-        from .errors import DecompValueError
+        from ..utils.errors import DecompValueError
 
         raise DecompValueError(f"method={method!r} is not one of {', '.join(SELECTION_METHODS)}")
     if coverage is not None and k2 is not None:

@@ -11,16 +11,15 @@ depend on batch size, batch order, the number of processes or a resume (``merge`
 
 from __future__ import annotations
 
-import torch
-
 import json
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import DecompFileError, DecompValueError
-from .io_utils import atomic_write_json
+from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.files import atomic_write_json
 
 __all__ = ["TopImages", "merge_top", "EMPTY_KEY", "TOP_IMAGES_FORMAT", "TOP_IMAGES_FILE"]
 

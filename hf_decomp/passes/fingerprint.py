@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .data import ImageSplit
+from ..data import ImageSplit
 
 __all__ = ["weights_digest", "data_fingerprint", "explain_key_difference"]
 

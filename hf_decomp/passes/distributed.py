@@ -19,8 +19,8 @@ import os
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from .data import ImageSplit
-from .errors import DecompValueError
+from ..data import ImageSplit
+from ..utils.errors import DecompValueError
 
 __all__ = ["shard_split", "reduce_sum_", "reduce_count", "per_process", "check_exact_once", "raise_if_any_failed",
            "single_process_launch_warning"]

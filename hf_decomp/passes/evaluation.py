@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from .errors import DecompValueError
-from .head import DecomposedLinear
+from ..portable.decomposed_head import DecomposedLinear
+from ..utils.errors import DecompValueError
 
 __all__ = ["EvaluationAccumulator", "noise_ablation_inputs", "per_sample_noise"]
 

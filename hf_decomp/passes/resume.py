@@ -25,9 +25,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import DecompValueError
+from ..utils.errors import DecompValueError
+from ..utils.files import atomic_write_json
 from .fingerprint import explain_key_difference
-from .io_utils import atomic_write_json
 
 __all__ = ["CheckpointConfig", "PassCheckpoint", "CHECKPOINT_FORMAT", "key_digest", "default_checkpoint_dir"]
 

@@ -8,7 +8,6 @@ The folder is written atomically and is readable on the Hub next to a model card
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import platform
 import time
@@ -16,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DecompValueError
-from ..io_utils import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
-from ..report import markdown_table
-from ..selection import label_free_scores, top_k_per_class
+from ..method.selection import label_free_scores, top_k_per_class
+from ..utils.errors import DecompValueError
+from ..utils.files import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
+from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, check_k, load_model_features
 from .csg import CSGConfig, csg_study
 from .depth import depth_result, depth_row
@@ -153,8 +152,8 @@ def imagenet_activation_study(out_dir, *, model: str = "pypi:efficientnet-lite0"
                               cache_dir: str | None = None, non_influential: str = "top-weight") -> StudyResult:
     """Table 7 on ImageNet samples (one image per class): label-free selection, mean over all sample images."""
     from ..data import load_image_split, split_names
-    from ..feature_cache import cached_features
-    from ..paths import shared_dir
+    from ..passes.feature_cache import cached_features
+    from ..utils.paths import shared_dir
     from .activation_maps import activation_map_study
     from .efficientnet_lite0 import load_study_model
 

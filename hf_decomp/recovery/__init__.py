@@ -1,0 +1,1 @@
+"""Recovering accuracy after decomposition: head refit on cached features, and fine-tuning."""

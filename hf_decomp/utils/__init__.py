@@ -1,0 +1,1 @@
+"""Plumbing every layer may use: errors, paths, safe file writes, argument checks, markdown."""
