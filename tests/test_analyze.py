@@ -20,7 +20,7 @@ def colour_adapter():
 
 def test_known_influential_features_are_found_and_written(color_dataset, colour_adapter, tmp_path):
     out = tmp_path / "run"
-    result = analyze(colour_adapter, str(color_dataset), k1=2, k2=2, out_dir=out, num_workers=0)
+    result = analyze(colour_adapter, str(color_dataset), k1=2, k2=2, out=out, num_workers=0)
     # red reads (R, R/2) = features 0 and 3; green 1 and 4; blue 2 and 5; the larger one ranks first
     assert result.indices.sets == [[0, 3], [1, 4], [2, 5]]
     m = result.metrics
@@ -60,9 +60,9 @@ def test_existing_results_are_refused_and_kept(color_dataset, colour_adapter, tm
     out.mkdir()
     (out / "metrics.json").write_text("{}")
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        analyze(colour_adapter, str(color_dataset), out_dir=out, num_workers=0)
+        analyze(colour_adapter, str(color_dataset), out=out, num_workers=0)
     assert (out / "metrics.json").read_text() == "{}"
-    analyze(colour_adapter, str(color_dataset), k1=1, k2=1, out_dir=out, overwrite=True, num_workers=0)
+    analyze(colour_adapter, str(color_dataset), k1=1, k2=1, out=out, overwrite=True, num_workers=0)
     assert json.loads((out / "metrics.json").read_text())["selection"]["k2"] == 1
 
 
@@ -73,7 +73,7 @@ def test_failure_mid_run_leaves_no_half_written_folder(color_dataset, colour_ada
     analyze_module = importlib.import_module("hf_decomp.analysis.run")
     monkeypatch.setattr(analyze_module, "render_analysis_report", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        analyze(colour_adapter, str(color_dataset), out_dir=tmp_path / "run", num_workers=0)
+        analyze(colour_adapter, str(color_dataset), out=tmp_path / "run", num_workers=0)
     assert not (tmp_path / "run").exists()
     assert [p.name for p in tmp_path.iterdir() if "run" in p.name] == []
 

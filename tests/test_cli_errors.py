@@ -67,7 +67,7 @@ def test_the_python_api_refuses_a_zero_batch_size(tmp_path):
     from hf_decomp import analyze
 
     with pytest.raises(DecompValueError, match=r"batch_size=0 must be a positive integer; give --batch-size N"):
-        analyze("nonexistent-model-never-loaded", batch_size=0, out_dir=tmp_path / "out")
+        analyze("nonexistent-model-never-loaded", batch_size=0, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -133,8 +133,8 @@ RESUME_DRIVER = textwrap.dedent("""
             return update(self, *args)
 
         ClassStatistics.update = dying_update
-    result = analyze(dataset=sys.argv[2], batch_size=8, num_workers=0, out_dir=sys.argv[3], resume=not crash_after,
-                     checkpoint_every=1, accelerator=accelerator)
+    result = analyze(dataset=sys.argv[2], batch_size=8, num_workers=0, out=sys.argv[3], resume=not crash_after,
+                     save_every=1, accelerator=accelerator)
     if accelerator.is_main_process:
         m = result.metrics
         with open(sys.argv[1], "w") as handle:

@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory) -> Path:
         torch.manual_seed(0)
         model = save_tiny_timm_model(root / "tiny_timm")
         data = make_color_dataset(root / "colors", per_class=6)
-        analyze(str(model), str(data), k1=2, k2=2, out_dir=root / "run", num_workers=0, batch_size=8, top_images=3)
+        analyze(str(model), str(data), k1=2, k2=2, out=root / "run", num_workers=0, batch_size=8, top_images=3)
     finally:
         torch.set_num_threads(threads)
     return root / "run"

@@ -311,7 +311,7 @@ def test_unresolvable_backbone_says_what_was_looked_for(saved_copy):
 def test_export_cli_reproduces_analyze_accuracy_and_keeps_hand_written_card(color_dataset, tmp_path, capsys):
     model_dir = save_tiny_timm_model(tmp_path / "tiny", input_size=32)
     run = tmp_path / "run"
-    result = analyze(str(model_dir), str(color_dataset), k1=8, k2=8, out_dir=run, num_workers=0)
+    result = analyze(str(model_dir), str(color_dataset), k1=8, k2=8, out=run, num_workers=0)
     out = tmp_path / "exported"
     assert main(["export", "--indices", str(run), "--out", str(out)]) == 0
     assert "saved DecomposedForImageClassification" in capsys.readouterr().out
@@ -352,7 +352,7 @@ def test_export_cli_errors(tmp_path, capsys):
 @requires_shared("models", "cifar10-resnets")
 @requires_shared("data", "cifar10")
 def test_resnet20_round_trip_reproduces_analyze_accuracy_exactly(tmp_path):
-    result = analyze("cifar10_resnet20", None, k1=5, k2=5, limit=500, eval_limit=200, out_dir=tmp_path / "run",
+    result = analyze("cifar10_resnet20", None, k1=5, k2=5, limit=500, eval_limit=200, out=tmp_path / "run",
                      num_workers=0)
     assert main(["export", "--indices", str(tmp_path / "run"), "--out", str(tmp_path / "model")]) == 0
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "model")

@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.slow, requires_shared("data", "cifar10"), requires_sha
 def test_resnet20_reproduces_published_accuracy_and_the_papers_decomposition(tmp_path):
     # Full test split (10k images) for the published accuracy; statistics from a 10k train subset
     # to keep the test short (the full-split numbers are in the README: 88.72 %, rho 0.967).
-    result = analyze("cifar10_resnet20", k1=5, k2=5, limit=10_000, out_dir=tmp_path / "r20")
+    result = analyze("cifar10_resnet20", k1=5, k2=5, limit=10_000, out=tmp_path / "r20")
     m = result.metrics
     assert m["evaluation"]["eval_samples"] == 10_000
     # Deterministic (content-seeded noise, fixed subset seed): +-0.1 point bands, exact index sets.

@@ -107,7 +107,7 @@ def test_k_outside_a_layer_is_refused(value, message):
 
 def test_analyze_layers_writes_one_artifact_per_layer(color_dataset, blocks_adapter, tmp_path):
     out = tmp_path / "run"
-    result = analyze(blocks_adapter, str(color_dataset), k1=2, k2=2, layers=["all-blocks"], out_dir=out,
+    result = analyze(blocks_adapter, str(color_dataset), k1=2, k2=2, layers=["all-blocks"], out=out,
                      num_workers=0)
     assert result.indices.sets == BLOCK1_SETS  # the final layer, as without --layers
     assert load_indices(out).sets == BLOCK1_SETS
@@ -156,10 +156,10 @@ def test_interrupted_layer_pass_resumes_to_the_same_result(color_dataset, blocks
 
     monkeypatch.setattr(LayerStatistics, "update", crash_in_third_batch)
     with pytest.raises(KeyboardInterrupt):
-        analyze(blocks_adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", checkpoint_every=1)
+        analyze(blocks_adapter, str(color_dataset), **settings, out=tmp_path / "run", save_every=1)
     assert _hooks(blocks_adapter.model) == 0
     monkeypatch.setattr(LayerStatistics, "update", original)
-    resumed = analyze(blocks_adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", resume=True)
+    resumed = analyze(blocks_adapter, str(color_dataset), **settings, out=tmp_path / "run", resume=True)
     for name, stats in uninterrupted.layer_statistics.items():
         assert torch.equal(stats.histogram(2), resumed.layer_statistics[name].histogram(2)), name
     assert resumed.statistics.num_samples == 24 and resumed.layer_statistics["blocks.0"].num_samples == 24

@@ -178,7 +178,7 @@ def test_analyze_reports_bias_corrected_numbers_beside_the_paper_ones(color_data
     from hf_decomp.models import adapt_timm_model
 
     adapter = adapt_timm_model(ColourNet(), name="colournet")
-    result = analyze(adapter, str(color_dataset), k1=1, k2=1, method="contribution", bias_correction=True,
+    result = analyze(adapter, str(color_dataset), k1=1, k2=1, criterion="contribution", bias_correction=True,
                      num_workers=0)
     # contribution keeps each colour's full-strength feature c (not its half copy c + 3)
     assert result.indices.sets == [[0], [1], [2]]

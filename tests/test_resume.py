@@ -75,8 +75,8 @@ def test_corrupt_checkpoint_is_refused_with_the_fix(tmp_path):
 def test_bad_checkpoint_settings():
     with pytest.raises(DecompValueError, match="checkpoint_every=0 must be a positive number of batches"):
         CheckpointConfig("x", every_batches=0)
-    with pytest.raises(DecompValueError, match=r"need a place: give out_dir \(--out\) or checkpoint_dir"):
-        analyze(checkpoint_every=5, limit=10)
+    with pytest.raises(DecompValueError, match=r"need a place: give out \(--out\) or resume_dir"):
+        analyze(save_every=5, limit=10)
 
 
 @pytest.mark.slow
@@ -114,7 +114,7 @@ def test_sigkill_mid_pass_then_resume_gives_the_uninterrupted_result(tmp_path, c
     assert not out.exists() or not any(out.iterdir())  # no half-written results folder
 
     with caplog.at_level(logging.INFO, logger="hf_decomp.passes.resumable"):
-        resumed = analyze(**RUN, out_dir=out, resume=True, checkpoint_every=1)
+        resumed = analyze(**RUN, out=out, resume=True, save_every=1)
     assert any("resuming statistics from batch" in r.getMessage() for r in caplog.records)
     uninterrupted = analyze(**RUN)
     assert _summary(resumed) == _summary(uninterrupted)
@@ -140,12 +140,12 @@ def test_crash_in_evaluation_resumes_there(tmp_path, monkeypatch):
 
     monkeypatch.setattr(EvaluationAccumulator, "update", crash_after_five)
     with pytest.raises(KeyboardInterrupt):
-        analyze(**settings, out_dir=tmp_path / "run", checkpoint_every=2)
+        analyze(**settings, out=tmp_path / "run", save_every=2)
     ck = default_checkpoint_dir(tmp_path / "run")
     assert json.loads((ck / "statistics.rank000-of-001.json").read_text())["complete"]
     assert json.loads((ck / "evaluation.rank000-of-001.json").read_text())["position"] == 4
     monkeypatch.setattr(EvaluationAccumulator, "update", original)
-    resumed = analyze(**settings, out_dir=tmp_path / "run", resume=True, checkpoint_every=2)
+    resumed = analyze(**settings, out=tmp_path / "run", resume=True, save_every=2)
     assert _summary(resumed) == _summary(uninterrupted)
 
 
@@ -171,12 +171,12 @@ def test_crash_in_statistics_resumes_streaming_and_map_style(color_dataset, tmp_
 
     monkeypatch.setattr(ClassStatistics, "update", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
-        analyze(adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", checkpoint_every=1)
+        analyze(adapter, str(color_dataset), **settings, out=tmp_path / "run", save_every=1)
     monkeypatch.setattr(ClassStatistics, "update", original)
     state = json.loads((default_checkpoint_dir(tmp_path / "run") / "statistics.rank000-of-001.json").read_text())
     assert (state["position"], state["seen_images"], state["complete"]) == (3, 15, False)
     with caplog.at_level(logging.INFO, logger="hf_decomp.passes.resumable"):
-        resumed = analyze(adapter, str(color_dataset), **settings, out_dir=tmp_path / "run", resume=True)
+        resumed = analyze(adapter, str(color_dataset), **settings, out=tmp_path / "run", resume=True)
     assert "resuming statistics from batch 3" in caplog.text
     assert _summary(resumed) == _summary(uninterrupted)
     assert resumed.metrics["statistics"]["samples"] == 24  # 15 from the checkpoint + 9 after it, none twice

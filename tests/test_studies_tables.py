@@ -112,6 +112,8 @@ def test_noise_ablation_known_columns():
     labels = torch.randint(0, 2, (400,), generator=generator)
     features = torch.zeros(400, 4)
     features[torch.arange(400), labels] = 100.0
+    # the unread features tell the samples apart: each sample's noise is keyed by its content
+    features[:, 2:] = torch.rand(400, 2, generator=generator)
     weight = torch.eye(2, 4)
     mf = ModelFeatures.from_tensors(weight, None, (features, labels), (features, labels))
     result = noise_ablation(mf, [[0], [1]])
@@ -141,3 +143,24 @@ def test_real_resnet20_sweep_and_label_free_selection_on_a_subset():
     label_free = evaluate_sets(mf, top_k_per_class(label_free_scores(mf.weight, mf.train_features.mean(0)), 5))
     assert (algorithm1["decomposed_accuracy"], label_free["decomposed_accuracy"]) == (pytest.approx(88.0, abs=0.1),
                                                                                     pytest.approx(88.6, abs=0.1))
+
+
+def test_studies_score_heads_exactly_as_analyze_does(color_dataset):
+    # One evaluation path: the feature cache keeps each eval image's content key, so a study's noise
+    # ablation draws the same per-image noise as analyze's evaluation pass.
+    from helpers_models import ColourNet
+
+    from hf_decomp import analyze
+    from hf_decomp.models import adapt_timm_model
+    from hf_decomp.studies.common import evaluate_sets, load_model_features
+
+    adapter = adapt_timm_model(ColourNet(), name="colournet")
+    analyzed = analyze(adapter, str(color_dataset), k1=1, k2=1, num_workers=0, top_images=0, seed=3)
+    mf = load_model_features(adapter, str(color_dataset), num_workers=0)
+    studied = evaluate_sets(mf, analyzed.indices.sets, seed=3)
+    metrics = analyzed.metrics
+    assert studied["noise_ablation"] == metrics["noise_ablation"]
+    # with one feature per class the noise bites: the test above compares numbers, not two 100s
+    assert metrics["noise_ablation"]["influential_to_noise_accuracy"] < 100.0
+    assert (studied["full_accuracy"], studied["decomposed_accuracy"]) == (metrics["full_accuracy"],
+                                                                          metrics["decomposed_accuracy"])

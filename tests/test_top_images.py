@@ -117,7 +117,7 @@ def test_any_batching_gives_the_sorted_prefix_even_with_ties(rows, n, batch):
 def test_analyze_keeps_top_images_in_its_one_pass_and_writes_them(color_dataset, tmp_path):
     adapter = adapt_timm_model(ColourNet(), name="colournet")
     out = tmp_path / "run"
-    result = analyze(adapter, str(color_dataset), k1=2, k2=2, out_dir=out, num_workers=0, batch_size=5, top_images=3)
+    result = analyze(adapter, str(color_dataset), k1=2, k2=2, out=out, num_workers=0, batch_size=5, top_images=3)
     split = load_image_split(str(color_dataset), "train")
     rows = split.dataset
     pixels = torch.stack([adapter.transform(decode_image(r)) for r in rows[split.image_column]])
@@ -148,9 +148,9 @@ def test_analyze_resumed_after_a_crash_keeps_the_same_top_images(color_dataset, 
 
     monkeypatch.setattr(ClassStatistics, "update", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        analyze(adapter, str(color_dataset), **settings_, out_dir=tmp_path / "run", checkpoint_every=1)
+        analyze(adapter, str(color_dataset), **settings_, out=tmp_path / "run", save_every=1)
     monkeypatch.setattr(ClassStatistics, "update", original)
-    resumed = analyze(adapter, str(color_dataset), **settings_, out_dir=tmp_path / "run", resume=True)
+    resumed = analyze(adapter, str(color_dataset), **settings_, out=tmp_path / "run", resume=True)
     for name, tensor in uninterrupted.examples.state_dict().items():
         assert torch.equal(resumed.examples.state_dict()[name], tensor), name
     assert len(resumed.top_images(0)) == 4

@@ -52,7 +52,7 @@ def test_analyze_api_refuses_the_dataset_as_out(color_dataset):
 
     before = _snapshot(color_dataset)
     with pytest.raises(OutputLocationError, match="is the input dataset"):
-        analyze(dataset=str(color_dataset), out_dir=color_dataset, overwrite=True)
+        analyze(dataset=str(color_dataset), out=color_dataset, overwrite=True)
     assert _snapshot(color_dataset) == before
 
 

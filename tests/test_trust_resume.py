@@ -44,7 +44,7 @@ def _interrupted_run(adapter, dataset, out, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(module, "evaluate_decomposition", stop)
         with pytest.raises(KeyboardInterrupt):
-            analyze(adapter, str(dataset), k1=2, k2=2, out_dir=out, checkpoint_every=1, num_workers=0, batch_size=8)
+            analyze(adapter, str(dataset), k1=2, k2=2, out=out, save_every=1, num_workers=0, batch_size=8)
 
 
 def test_weights_digest_covers_the_backbone_and_follows_in_place_edits():
@@ -62,9 +62,9 @@ def test_resume_refuses_another_backbone_with_the_same_final_layer(color_dataset
     out = tmp_path / "run"
     _interrupted_run(_colournet(), color_dataset, out, monkeypatch)
     with pytest.raises(DecompValueError, match=r"belongs to another run \(the model's weights differ .*weights_sha256"):
-        analyze(_colournet(2.0), str(color_dataset), k1=2, k2=2, out_dir=out, resume=True, checkpoint_every=1,
+        analyze(_colournet(2.0), str(color_dataset), k1=2, k2=2, out=out, resume=True, save_every=1,
                 num_workers=0, batch_size=8)
-    resumed = analyze(_colournet(), str(color_dataset), k1=2, k2=2, out_dir=out, resume=True, checkpoint_every=1,
+    resumed = analyze(_colournet(), str(color_dataset), k1=2, k2=2, out=out, resume=True, save_every=1,
                       num_workers=0, batch_size=8)  # the same model still resumes
     assert resumed.indices.sets == [[0, 3], [1, 4], [2, 5]]
 
@@ -76,7 +76,7 @@ def test_resume_refuses_changed_data_of_the_same_size(tmp_path, monkeypatch):
     shutil.rmtree(dataset)
     make_color_dataset(dataset, seed=1)  # same path, same row count, other pixels
     with pytest.raises(DecompValueError, match=r"the data differ .*data_fingerprint"):
-        analyze(_colournet(), str(dataset), k1=2, k2=2, out_dir=out, resume=True, checkpoint_every=1,
+        analyze(_colournet(), str(dataset), k1=2, k2=2, out=out, resume=True, save_every=1,
                 num_workers=0, batch_size=8)
 
 

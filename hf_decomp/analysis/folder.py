@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from ..method.indices import INDICES_JSON, InfluentialIndices
 from ..method.statistics import ClassStatistics
 from ..utils.errors import DecompFileError, DecompValueError
+from .results import AnalysisMetrics
 from .top_images import TOP_IMAGES_FILE, TopImages
 
 __all__ = ["ResultsFolder", "is_results_folder"]
@@ -27,7 +28,7 @@ class ResultsFolder:
 
     path: Path
     indices: InfluentialIndices
-    metrics: dict
+    metrics: AnalysisMetrics  # metrics.json, typed (older folders' files load too)
     statistics: ClassStatistics | None
     examples: TopImages | None
 
@@ -40,8 +41,13 @@ class ResultsFolder:
         statistics_file = path / "statistics.safetensors"
         statistics = ClassStatistics.from_state_dict(load_file(statistics_file)) if statistics_file.is_file() else None
         examples = TopImages.load(path) if (path / TOP_IMAGES_FILE).is_file() else None
-        return cls(path, InfluentialIndices.load(path), json.loads((path / "metrics.json").read_text()),
-                   statistics, examples)
+        try:
+            raw = json.loads((path / "metrics.json").read_text())
+        except (OSError, ValueError) as e:
+            raise DecompFileError(f"{path / 'metrics.json'} is unreadable ({e}); re-run analyze into a new --out "
+                                  f"folder.") from e
+        metrics = AnalysisMetrics.from_dict(raw, where=str(path / "metrics.json"))
+        return cls(path, InfluentialIndices.load(path), metrics, statistics, examples)
 
     def top_images(self, feature: int, class_: int | None = None) -> list[dict]:
         """Most activating statistics images of ``feature`` (in class ``class_``): [{dataset, split,

@@ -25,13 +25,27 @@ from ..passes.features import FeaturePass, make_accelerator
 from ..passes.resumable import check_labels, pass_checkpoint, resumable_pass
 from ..passes.resume import CheckpointConfig, default_checkpoint_dir, key_digest
 from ..portable.decomposed_head import DecomposedLinear
-from ..utils.checks import check_positive_int
 from ..utils.errors import DecompValueError
 from ..utils.files import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
+from .results import (
+    AnalysisMetrics,
+    BiasCorrected,
+    ClassAccuracy,
+    EvaluationSummary,
+    LayerSummary,
+    ModelInfo,
+    MultiplyAdds,
+    NoiseAblation,
+    Processes,
+    Selection,
+    StatisticsSummary,
+)
+from .settings import AnalysisSettings
 from .summary import render_analysis_report
 from .top_images import TopImages
 
-__all__ = ["analyze", "AnalysisResult", "gather_statistics", "evaluate_decomposition"]
+__all__ = ["analyze", "AnalysisResult", "AnalysisSettings", "AnalysisMetrics", "gather_statistics",
+           "evaluate_decomposition"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +57,7 @@ class AnalysisResult:
     indices: InfluentialIndices
     statistics: ClassStatistics
     head: DecomposedLinear
-    metrics: dict
+    metrics: AnalysisMetrics  # reads like the metrics.json dict too: metrics["rho"] == metrics.rho
     out_dir: Path | None = None
     warnings: list[str] = field(default_factory=list)
     examples: TopImages | None = None  # per feature (and class) the most activating statistics images
@@ -161,87 +175,79 @@ def evaluate_decomposition(
 def analyze(
     model: str | ClassifierAdapter | None = None,
     dataset: str | None = None,
+    settings: AnalysisSettings | None = None,
     *,
-    k1: int = 5,
-    k2: int | None = 5,
-    coverage: float | None = None,
-    method: str = "histogram",
-    bias_correction: bool = False,
-    stats_split: str = "train",
-    eval_split: str | None = None,
-    out_dir: str | Path | None = None,
-    overwrite: bool = False,
-    limit: int | None = None,
-    eval_limit: int | None = None,
-    streaming: bool = False,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    label_map: dict | str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    batch_size: int = 256,
-    num_workers: int | None = None,
-    seed: int = 0,
     accelerator=None,
-    resume: bool = False,
-    checkpoint_every: int | None = None,
-    checkpoint_minutes: float | None = None,
-    checkpoint_dir: str | Path | None = None,
-    mixed_precision: str | None = None,
-    channels_last: bool = False,
-    decode: str = "cpu",
-    top_images: int = 16,
-    layers: list[str] | None = None,
+    **overrides,
 ) -> AnalysisResult:
     """Find each class's influential features and measure the decomposed classifier.
 
     Args:
-        model: a name understood by :func:`~hf_decomp.models.load_classifier` or an adapter;
-            default ``cifar10_resnet20``.
-        dataset: Hub name or local folder; default the bundled CIFAR-10 (``uoft-cs/cifar10`` if absent).
+        model / dataset: shortcuts for ``settings.model`` / ``settings.dataset`` (they win when given).
+        settings: an :class:`~hf_decomp.analysis.settings.AnalysisSettings` (default: its defaults); every
+            field is also accepted as a keyword argument, e.g. ``analyze("cifar10_resnet20", k2=8)``, which
+            overrides it. The settings are validated before any data is read and recorded in ``metrics.json``.
+        accelerator: an ``accelerate.Accelerator`` to run on (default: one made here, honouring
+            ``settings.mixed_precision``; under ``accelerate launch`` its config decides).
+
+    What the main settings do (see :class:`~hf_decomp.analysis.settings.AnalysisSettings` for all):
         k1: features per sample that vote in the histogram. k2: features kept per class.
         coverage: instead of k2, keep per class the fewest features covering this fraction of votes.
-        method: ``histogram`` (Algorithm 1), ``contribution`` (W_cj (mean_c(x_j) - mean(x_j))) or ``label-free``.
+        criterion: ``histogram`` (Algorithm 1), ``contribution`` (W_cj (mean_c(x_j) - mean(x_j))) or ``label-free``.
         bias_correction: also evaluate the head with b_c += sum_{j not in I_c} W_cj mean(x_j)
-            (scored in the same evaluation pass; reported as ``metrics["bias_corrected"]``, the headline
+            (scored in the same evaluation pass; reported as ``metrics.bias_corrected``, the headline
             numbers stay those of the uncorrected head).
-        stats_split / eval_split: splits for the statistics and the evaluation (default test/validation).
-        out_dir: where to write indices, statistics, metrics.json and report.md (atomically).
-        overwrite: replace an existing results folder.
-        limit / eval_limit: use a seeded random subset of the statistics / eval split (quick runs).
+        out: where to write indices, statistics, metrics.json and report.md (atomically).
         label_map: which dataset class is which model class, ``{dataset label: model label}`` (names or
             indices) or a JSON file of it; needed only where the class names do not say it. Without it,
             a dataset listing the model's classes in another order is renumbered to the model's order
-            (``metrics["labels"]``) and one with other class names is refused.
-        resume: continue from the checkpoints of an interrupted run with the same settings.
-        checkpoint_every / checkpoint_minutes: save each pass's sums and position every this many
-            batches / minutes (atomically; ``resume`` alone checkpoints every 10 minutes).
-        checkpoint_dir: where checkpoints go; default ``.<out_dir name>.checkpoints`` beside ``out_dir``.
-            They are removed once the results folder is written.
-        mixed_precision: ``"bf16"`` / ``"fp16"`` autocast of the forward pass (when no ``accelerator`` is
-            given; under ``accelerate launch`` its config decides). channels_last: channels-last inputs.
+            (``metrics.labels``) and one with other class names is refused.
+        resume: continue from the saved state of an interrupted run with the same settings.
+        save_every / save_every_minutes: save each pass's sums and position every this many batches /
+            minutes (atomically; ``resume`` alone saves every 10 minutes).
+        resume_dir: where that state goes; default ``.<out name>.checkpoints`` beside ``out``. It is
+            removed once the results folder is written.
         decode: ``"gpu"`` decodes JPEG images on the CUDA device (nvJPEG); ``"cpu"`` (default, and the
             fallback without CUDA) decodes them in the data-loader workers.
         top_images: keep per feature (and per class and feature) this many most activating statistics
             images as row ids, in the same pass (``result.top_images(feature=j, class_=c)``); 0: none.
         layers: also find sets at these layers (module names, ``all-blocks``, ``final``; see
             :func:`hf_decomp.layers.resolve_layers`), all in the same statistics pass. k1 / k2 may then be
-            fractions of each layer's width (e.g. 0.1). Saved under ``layers/`` in ``out_dir``.
+            fractions of each layer's width (e.g. 0.1). Saved under ``layers/`` in ``out``.
+
+    The keyword arguments of earlier releases (``method``, ``checkpoint``, ``out_dir``, ``checkpoint_every``,
+    ``checkpoint_minutes``, ``checkpoint_dir``) still work, with a FutureWarning naming the new ones.
+
+    Returns:
+        :class:`AnalysisResult`; its ``metrics`` is an :class:`~hf_decomp.analysis.results.AnalysisMetrics`.
 
     Example:
         >>> result = analyze("cifar10_resnet20", k1=5, k2=5, limit=1000, eval_limit=500)  # doctest: +SKIP
-        >>> round(result.metrics["rho"], 3)  # doctest: +SKIP
+        >>> round(result.metrics.rho, 3)  # doctest: +SKIP
     """
-    check_positive_int("batch_size", batch_size, "--batch-size")
+    if model is not None:
+        overrides["model"] = model
+    if dataset is not None:
+        overrides["dataset"] = dataset
+    settings = AnalysisSettings.with_overrides(settings, overrides)
+    return _analyze(settings, accelerator)
+
+
+def _analyze(settings: AnalysisSettings, accelerator) -> AnalysisResult:
+    s = settings
+    model, dataset, k1, k2, coverage, method = s.model, s.dataset, s.k1, s.k2, s.coverage, s.criterion
+    out_dir, checkpoint_dir, limit, eval_limit, seed = s.out, s.resume_dir, s.limit, s.eval_limit, s.seed
+    channels_last, top_images, layers = s.channels_last, s.top_images, s.layers
     if out_dir is not None:  # fail before hours of work, not after; never write over an input
-        check_output_dir(out_dir, overwrite, inputs={
-            "dataset": dataset if isinstance(dataset, (str, Path)) else None, "checkpoint": checkpoint,
+        check_output_dir(out_dir, s.overwrite, inputs={
+            "dataset": dataset if isinstance(dataset, (str, Path)) else None, "checkpoint": s.weights,
             "checkpoint_dir": checkpoint_dir, "model": model if isinstance(model, (str, Path)) else None})
     if coverage is not None:
         method, k2 = ("coverage" if method == "histogram" else method), None
-    accelerator = accelerator or make_accelerator(mixed_precision=mixed_precision)
-    checkpoints = _checkpoint_config(out_dir, checkpoint_dir, resume, checkpoint_every, checkpoint_minutes)
+    accelerator = accelerator or make_accelerator(mixed_precision=s.mixed_precision)
+    checkpoints = _checkpoint_config(out_dir, checkpoint_dir, s.resume, s.save_every, s.save_every_minutes)
     adapter = model if isinstance(model, ClassifierAdapter) else load_classifier(
-        model or "cifar10_resnet20", checkpoint=checkpoint)
+        model or "cifar10_resnet20", checkpoint=s.weights)
     adapter.to(accelerator.device)
     if channels_last:
         adapter.to(memory_format=torch.channels_last)
@@ -252,11 +258,11 @@ def analyze(
     k1 = resolve_k("k1", k1, adapter.num_features)
     k2 = None if k2 is None else resolve_k("k2", k2, adapter.num_features)
 
-    eval_split = eval_split or default_eval_split(dataset)
-    split_kwargs = dict(streaming=streaming, image_column=image_column, label_column=label_column, seed=seed)
-    train = load_image_split(dataset, stats_split, limit=limit, **split_kwargs)
+    eval_split = s.eval_split or default_eval_split(dataset)
+    split_kwargs = dict(streaming=s.streaming, image_column=s.image_column, label_column=s.label_column, seed=seed)
+    train = load_image_split(dataset, s.stats_split, limit=limit, **split_kwargs)
     test = load_image_split(dataset, eval_split, limit=eval_limit, **split_kwargs)
-    (train, test), label_info = _align([train, test], adapter, label_map)
+    (train, test), label_info = _align([train, test], adapter, s.label_map)
     for split in (train, test):
         if split.num_rows == 0:
             raise DecompValueError(f"Dataset {split.name!r} split {split.split!r} is empty (0 rows); "
@@ -265,8 +271,8 @@ def analyze(
         _clear_checkpoints(checkpoints)  # a fresh run must never be mixed with an older one's sums
     accelerator.wait_for_everyone()
 
-    loader_kwargs = dict(accelerator=accelerator, batch_size=batch_size, num_workers=num_workers,
-                         checkpoints=checkpoints, channels_last=channels_last, decode=decode)
+    loader_kwargs = dict(accelerator=accelerator, batch_size=s.batch_size, num_workers=s.num_workers,
+                         checkpoints=checkpoints, channels_last=channels_last, decode=s.decode)
     layer_stats, warnings = {}, []
     if inner_layers:  # every layer, the final one included, in the same single pass
         from ..layers import gather_layer_statistics
@@ -287,7 +293,7 @@ def analyze(
             raise DecompValueError(
                 f"All {stats_info['nonfinite_samples']} features of {train.name} [{train.split}] are NaN/inf: "
                 f"the model produces non-finite features (a broken checkpoint, or fp16 overflow). Check the "
-                f"weights (--checkpoint) and try without --mixed-precision.")
+                f"weights (--weights) and try without --mixed-precision.")
         raise DecompValueError(f"No readable labelled samples in {train.name} [{train.split}] "
                                f"({stats_info['skipped_images']} unreadable images skipped); nothing to analyze.")
     sets, empty = select_from_statistics(stats, k1=k1, k2=k2, coverage=coverage, method=method,
@@ -312,17 +318,17 @@ def analyze(
 
     head = DecomposedLinear(adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu(), sets)
     extra_heads = {}
-    if bias_correction:
+    if s.bias_correction:
         from ..method.bias_correction import bias_corrected_head
 
         extra_heads["bias_corrected"] = bias_corrected_head(
             head, adapter.weight.detach().float().cpu(), stats.overall_mean().float())
     evaluation = evaluate_decomposition(adapter, head, test, seed=seed, run_key={"limit": eval_limit},
                                         extra_heads=extra_heads, **loader_kwargs)
-    corrected_metrics = None
-    if bias_correction:  # scored in the same evaluation pass, no second read of the images
-        corrected_metrics = {**evaluation["extra_heads"]["bias_corrected"],
-                             "bias": extra_heads["bias_corrected"].bias.tolist()}
+    corrected = None
+    if s.bias_correction:  # scored in the same evaluation pass, no second read of the images
+        corrected = BiasCorrected(**evaluation["extra_heads"]["bias_corrected"],
+                                  bias=extra_heads["bias_corrected"].bias.tolist())
     if evaluation["skipped_images"]:
         warnings.append(f"{evaluation['skipped_images']} unreadable images skipped in [{test.split}]")
     if evaluation["resized_images"]:
@@ -331,39 +337,34 @@ def analyze(
         warnings.append(f"{evaluation['nonfinite_samples']} samples with NaN/inf features ignored in [{test.split}]")
 
     d, num_classes = adapter.num_features, adapter.num_classes
-    metrics = {
-        "model": {"name": adapter.name, "source": adapter.source, "num_features": d, "num_classes": num_classes},
-        "data": {"statistics": train.describe(), "evaluation": test.describe()},
-        "labels": label_info,
-        "selection": {"method": method, "k1": k1, "k2": k2, "coverage": coverage,
-                      "k1_over_d": k1 / d, "k2_over_d": None if k2 is None else k2 / d,
-                      "mean_set_size": sum(map(len, sets)) / num_classes},
-        **{k: evaluation[k] for k in ("full_accuracy", "decomposed_accuracy", "rho", "noise_ablation")},
-        "multiply_adds": {"full": d * num_classes, "decomposed": head.multiply_adds,
-                          "ratio": head.multiply_adds / (d * num_classes)},
-        "statistics": {"samples": stats.num_samples,
-                       "samples_per_class": dict(zip(adapter.label_names, stats.sample_counts.tolist())),
-                       "classes_without_samples": [adapter.label_names[c] for c in empty],
-                       "skipped_images": stats_info["skipped_images"],
-                       "resized_images": stats_info["resized_images"],
-                       "nonfinite_samples": int(stats.nonfinite_samples)},
-        "evaluation": {k: evaluation[k] for k in ("eval_samples", "skipped_images", "resized_images",
-                                                  "nonfinite_samples", "per_class")},
-        "processes": {"num_processes": accelerator.num_processes,  # how the work was split
-                      "rows_per_process": {"statistics": stats_info["rows_per_process"],
-                                           "evaluation": evaluation["rows_per_process"]}},
-        "seed": seed,
-        "warnings": warnings,
-        "versions": _versions(),
-    }
-    if corrected_metrics is not None:
-        metrics["bias_corrected"] = corrected_metrics
+    metrics = AnalysisMetrics(
+        model=ModelInfo(adapter.name, adapter.source, d, num_classes),
+        data={"statistics": train.describe(), "evaluation": test.describe()},
+        labels=label_info,
+        selection=Selection(criterion=method, k1=k1, k2=k2, coverage=coverage, k1_over_d=k1 / d,
+                            k2_over_d=None if k2 is None else k2 / d, mean_set_size=sum(map(len, sets)) / num_classes),
+        full_accuracy=evaluation["full_accuracy"], decomposed_accuracy=evaluation["decomposed_accuracy"],
+        rho=evaluation["rho"], noise_ablation=NoiseAblation(**evaluation["noise_ablation"]),
+        multiply_adds=MultiplyAdds(d * num_classes, head.multiply_adds, head.multiply_adds / (d * num_classes)),
+        statistics=StatisticsSummary(
+            samples=stats.num_samples, samples_per_class=dict(zip(adapter.label_names, stats.sample_counts.tolist())),
+            classes_without_samples=[adapter.label_names[c] for c in empty], skipped_images=stats_info["skipped_images"],
+            resized_images=stats_info["resized_images"], nonfinite_samples=int(stats.nonfinite_samples)),
+        evaluation=EvaluationSummary(
+            eval_samples=evaluation["eval_samples"], skipped_images=evaluation["skipped_images"],
+            resized_images=evaluation["resized_images"], nonfinite_samples=evaluation["nonfinite_samples"],
+            per_class={name: ClassAccuracy(**c) for name, c in evaluation["per_class"].items()}),
+        processes=Processes(accelerator.num_processes,  # how the work was split
+                            {"statistics": stats_info["rows_per_process"], "evaluation": evaluation["rows_per_process"]}),
+        seed=seed, warnings=warnings, versions=_versions(), bias_corrected=corrected, settings=settings.to_dict(),
+    )
     indices = InfluentialIndices(
         sets=sets, num_features=d, label_names=adapter.label_names,
         metadata={"base_model": adapter.name, "dataset": train.name, "split": train.split, "k1": k1, "k2": k2,
                   "coverage": coverage, "method": method, "samples": stats.num_samples,
                   "samples_per_class": stats.sample_counts.tolist(),
-                  "metrics": {k: metrics[k] for k in ("full_accuracy", "decomposed_accuracy", "rho")},
+                  "metrics": {"full_accuracy": metrics.full_accuracy, "decomposed_accuracy": metrics.decomposed_accuracy,
+                              "rho": metrics.rho},
                   "eval_split": test.split},
     )
     layer_indices = {}
@@ -373,15 +374,15 @@ def analyze(
         layer_indices = layer_index_sets(
             layer_stats, adapter.label_names, k1=k1_requested, k2=k2_requested if coverage is None else None,
             coverage=coverage, metadata={"base_model": adapter.name, "dataset": train.name, "split": train.split})
-        metrics["layers"] = {name: {"width": s.num_features, "k1": s.metadata["k1"], "k2": s.metadata["k2"],
-                                    "mean_set_size": s.multiply_adds / s.num_classes}
-                             for name, s in layer_indices.items()}
+        metrics.layers = {name: LayerSummary(width=sets_.num_features, k1=sets_.metadata["k1"], k2=sets_.metadata["k2"],
+                                             mean_set_size=sets_.multiply_adds / sets_.num_classes)
+                          for name, sets_ in layer_indices.items()}
         indices.metadata.update(layer="final", width=d)
     result = AnalysisResult(indices=indices, statistics=stats, head=head, metrics=metrics, warnings=warnings,
                             layer_indices=layer_indices, layer_statistics=layer_stats,
                             examples=stats_info.get("top_images"))
     if out_dir is not None and accelerator.is_main_process:
-        result.out_dir = write_results(result, out_dir, overwrite)
+        result.out_dir = write_results(result, out_dir, s.overwrite)
     if checkpoints is not None:  # the results are safe on disk: the checkpoints have served
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -394,8 +395,8 @@ def _checkpoint_config(out_dir, checkpoint_dir, resume: bool, every: int | None,
     if not (resume or every or minutes):
         return None
     if checkpoint_dir is None and out_dir is None:
-        raise DecompValueError("Checkpoints (resume / checkpoint_every / checkpoint_minutes) need a place: give "
-                               "out_dir (--out) or checkpoint_dir (--checkpoint-dir).")
+        raise DecompValueError("Resumable passes (resume / save_every / save_every_minutes) need a place: give "
+                               "out (--out) or resume_dir (--resume-dir).")
     if every is None and minutes is None:
         minutes = 10.0
     return CheckpointConfig(checkpoint_dir or default_checkpoint_dir(out_dir), every, minutes, resume)
@@ -414,7 +415,7 @@ def write_results(result: AnalysisResult, out_dir: str | Path, overwrite: bool =
         result.indices.save(staging)
         save_file({k: v.contiguous() for k, v in result.statistics.state_dict().items()},
                   staging / "statistics.safetensors", metadata={"format": "hf-decomp-statistics/1"})
-        atomic_write_json(staging / "metrics.json", result.metrics)
+        atomic_write_json(staging / "metrics.json", result.metrics.to_dict())
         if result.examples is not None:
             result.examples.save(staging)
         atomic_write_text(staging / "report.md", render_analysis_report(result.metrics, result.indices))

@@ -61,19 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
             raise DecompValueError(f"--coverage {args.coverage} must be a percentage in (0, 100]")
         coverage = args.coverage / 100.0
-    result = analyze(
-        args.model, args.dataset, k1=args.k1, k2=None if coverage is not None else args.k2, coverage=coverage,
-        method=args.method, bias_correction=args.bias_correction, stats_split=args.stats_split, eval_split=args.eval_split, out_dir=args.out,
-        overwrite=args.overwrite, limit=args.limit, eval_limit=args.eval_limit, streaming=args.streaming,
-        image_column=args.image_column, label_column=args.label_column, label_map=args.label_map,
-        checkpoint=args.checkpoint,
-        batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
-        resume=args.resume, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
-        checkpoint_dir=args.checkpoint_dir, mixed_precision=args.mixed_precision, channels_last=args.channels_last,
-        decode=args.decode,
-        top_images=args.top_images,
-        layers=args.layers,
-    )
+    from ..analysis.settings import AnalysisSettings
+
+    # every field from the flag of the same dest; --coverage is a percentage on the command line
+    coverage_settings = {"coverage": coverage} if coverage is None else {"coverage": coverage, "k2": None}
+    result = analyze(settings=AnalysisSettings.from_namespace(args, **coverage_settings))
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under accelerate launch / torchrun only one process reports

@@ -64,7 +64,7 @@ def _figures(folder: Path) -> list[Path]:
 
 def _from_results(folder: Path, dataset: str | None) -> ExploredModel:
     run = ResultsFolder.load(folder)
-    model_name = run.indices.metadata.get("base_model") or run.metrics["model"]["name"]
+    model_name = run.indices.metadata.get("base_model") or run.metrics.model.name
     adapter = load_classifier(model_name)
     sets = run.indices.sets
     if adapter.num_features != run.indices.num_features or adapter.num_classes != run.indices.num_classes:
@@ -72,9 +72,10 @@ def _from_results(folder: Path, dataset: str | None) -> ExploredModel:
                                f"{run.indices.num_classes} classes, but {model_name!r} has d={adapter.num_features}, "
                                f"{adapter.num_classes} classes.")
     head = DecomposedLinear(adapter.weight.detach().float(), adapter.bias.detach().float(), sets)
-    evaluation = run.metrics.get("data", {}).get("evaluation", {})
+    evaluation = run.metrics.data.get("evaluation", {})
     return ExploredModel(
-        name=model_name, adapter=adapter, index_sets=sets, head=head, has_full_weight=True, metrics=run.metrics,
+        name=model_name, adapter=adapter, index_sets=sets, head=head, has_full_weight=True,
+        metrics=run.metrics.to_dict(),  # the same plain form an exported model's config metrics have
         dataset=resolve_dataset(dataset or evaluation.get("dataset")), eval_split=evaluation.get("split"),
         statistics=run.statistics, examples=run.examples, figures=_figures(folder), k1=run.indices.metadata.get("k1"))
 

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..analysis.results import AnalysisMetrics
 from ..method.indices import INDICES_JSON, InfluentialIndices
 from ..portable.decomposed_head import choose_kernel
 from ..portable.modeling_decomp import DecomposedForImageClassification
@@ -17,12 +18,12 @@ __all__ = ["build_decomposed_model", "save_decomposed_model", "write_extras", "i
            "summarize_metrics", "load_run"]
 
 
-def summarize_metrics(metadata: dict, metrics: dict | None = None) -> dict:
+def summarize_metrics(metadata: dict, metrics: AnalysisMetrics | dict | None = None) -> dict:
     """The few numbers a model config carries: accuracies, rho, splits and sample counts, noise ablation.
 
     Args:
         metadata: ``InfluentialIndices.metadata`` (written by analyze).
-        metrics: the full ``metrics.json`` of the same analyze run, when available.
+        metrics: the same analyze run's metrics (``AnalysisMetrics`` or its ``metrics.json`` dict), when available.
     """
     measured = dict(metadata.get("metrics") or {})
     summary = {
@@ -34,13 +35,13 @@ def summarize_metrics(metadata: dict, metrics: dict | None = None) -> dict:
         "eval_split": metadata.get("eval_split"),
     }
     if metrics:
-        evaluation = metrics.get("data", {}).get("evaluation", {})
+        m = metrics if isinstance(metrics, AnalysisMetrics) else AnalysisMetrics.from_dict(metrics)
+        evaluation = m.data.get("evaluation", {})
         summary.update(
-            full_accuracy=metrics.get("full_accuracy"), decomposed_accuracy=metrics.get("decomposed_accuracy"),
-            rho=metrics.get("rho"), eval_split=evaluation.get("split", summary["eval_split"]),
-            eval_dataset=public_name(evaluation.get("dataset")),
-            eval_samples=metrics.get("evaluation", {}).get("eval_samples"),
-            noise_ablation=metrics.get("noise_ablation"), multiply_adds=metrics.get("multiply_adds"),
+            full_accuracy=m.full_accuracy, decomposed_accuracy=m.decomposed_accuracy, rho=m.rho,
+            eval_split=evaluation.get("split", summary["eval_split"]), eval_dataset=public_name(evaluation.get("dataset")),
+            eval_samples=m.evaluation.eval_samples, noise_ablation=m.noise_ablation.to_dict(),
+            multiply_adds=m.multiply_adds.to_dict(),
         )
     return {k: v for k, v in summary.items() if v is not None}
 
@@ -91,8 +92,8 @@ def write_extras(model, directory: str | Path) -> None:
     write_model_card(directory, model.config)
 
 
-def load_run(run_dir: str | Path) -> tuple[InfluentialIndices, dict | None]:
-    """The indices and (if present) metrics.json of an ``hf-decomp analyze`` results folder."""
+def load_run(run_dir: str | Path) -> tuple[InfluentialIndices, AnalysisMetrics | None]:
+    """The indices and (if present) the typed metrics.json of an ``hf-decomp analyze`` results folder."""
     run_dir = Path(run_dir)
     if not (run_dir / INDICES_JSON).is_file():
         raise DecompFileError(
@@ -100,7 +101,8 @@ def load_run(run_dir: str | Path) -> tuple[InfluentialIndices, dict | None]:
         )
     indices = InfluentialIndices.load(run_dir)
     metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    metrics = AnalysisMetrics.from_dict(json.loads(metrics_file.read_text()), where=str(metrics_file)) \
+        if metrics_file.is_file() else None
     return indices, metrics
 
 

@@ -3,6 +3,13 @@
 Counts, per class, the samples the full layer and the decomposed head classify correctly, and the
 paper's Gaussian-noise ablation: the true class's influential features (or all its other features)
 replaced by N(0, 1) noise, then classified by the full layer. All counts are additive.
+
+This is the one evaluation path: ``analyze`` feeds it batches of a live feature pass, the studies
+batches of cached features (:func:`evaluate_features`). Each sample's noise is seeded by ``seed`` and
+the sample's content key (a hash of its image bytes, or of its feature values where no image key is
+known), so the numbers do not depend on batch size, row order, process count or a resume.
+:func:`correct_predictions` is the one place that decides which predictions are right; every accuracy
+in the package counts through it.
 """
 
 from __future__ import annotations
@@ -14,7 +21,23 @@ import torch
 from ..portable.decomposed_head import DecomposedLinear
 from ..utils.errors import DecompValueError
 
-__all__ = ["EvaluationAccumulator", "noise_ablation_inputs", "per_sample_noise"]
+__all__ = ["EvaluationAccumulator", "evaluate_features", "noise_ablation_inputs", "per_sample_noise", "feature_keys",
+           "correct_predictions", "count_correct", "accuracy_percent"]
+
+
+def correct_predictions(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: whether the top-1 class of each row of ``logits`` (B, C) is its label (B,)."""
+    return logits.argmax(dim=1) == labels.to(logits.device)
+
+
+def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many rows of ``logits`` (B, C) put their label (B,) on top."""
+    return int(correct_predictions(logits, labels).sum())
+
+
+def accuracy_percent(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent of ``logits`` (N, C) against ``labels`` (N,); N must be > 0."""
+    return 100.0 * count_correct(logits, labels) / labels.numel()
 
 
 def noise_ablation_inputs(
@@ -56,6 +79,16 @@ def _mix64(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shift_right(x, 31)
 
 
+def feature_keys(features: torch.Tensor) -> torch.Tensor:
+    """(B,) int64 content keys of feature rows (a hash of their float32 bit patterns): the noise key of a
+    sample whose image is not known (features computed elsewhere), equal for equal rows wherever they are."""
+    bits = features.detach().float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    key = torch.full(bits.shape[:1], features.shape[1], dtype=torch.int64, device=features.device)
+    for column in range(bits.shape[1]):
+        key = _mix64(key * _GOLDEN + bits[:, column])
+    return _shift_right(key, 1)  # 63 bits, non-negative like the image keys
+
+
 def per_sample_noise(keys: torch.Tensor, num_features: int, seed: int = 0,
                      device: str | torch.device | None = None) -> torch.Tensor:
     """(B, d) N(0, 1) noise where row i depends only on ``keys[i]`` and ``seed``.
@@ -78,7 +111,7 @@ class EvaluationAccumulator:
     Args:
         weight: (C, d) dense weight; bias: (C,).
         head: the decomposed head built from the same layer.
-        seed: seed of the ablation noise.
+        seed: seed of the ablation noise (with each sample's content key, see :func:`per_sample_noise`).
         extra_heads: more heads (e.g. bias-corrected) scored on the same features, so comparing
             variants needs no second pass over the images; counted as ``<name>_correct``.
     """
@@ -95,7 +128,6 @@ class EvaluationAccumulator:
         self.mask = head.mask()
         device = self.weight.device
         self.seed = seed
-        self.generator = torch.Generator(device=device).manual_seed(seed)
         num_classes = self.weight.shape[0]
         counters = self.COUNTERS + tuple(f"{name}_correct" for name in self.extra_heads)
         self.counts = {name: torch.zeros(num_classes, dtype=torch.int64, device=device) for name in counters}
@@ -103,8 +135,8 @@ class EvaluationAccumulator:
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor | None = None) -> None:
-        """Add a batch. With ``keys`` (B,) the ablation noise is :func:`per_sample_noise` of them
-        (seeded by ``seed``), else it comes from this accumulator's generator."""
+        """Add a batch. The ablation noise is :func:`per_sample_noise` of ``keys`` (B,), the images' content
+        keys, seeded by ``seed``; without ``keys``, of :func:`feature_keys` of the (finite) features."""
         finite = torch.isfinite(features).all(dim=1)
         if not bool(finite.all()):
             self.nonfinite_samples += (~finite).sum()
@@ -113,21 +145,28 @@ class EvaluationAccumulator:
         features = features.to(self.weight.dtype)
 
         def tally(name: str, logits: torch.Tensor) -> None:
-            correct = (logits.argmax(dim=1) == labels).long()
-            self.counts[name].index_add_(0, labels, correct)
+            self.counts[name].index_add_(0, labels, correct_predictions(logits, labels).long())
 
         self.counts["samples"].index_add_(0, labels, torch.ones_like(labels))
         tally("full_correct", torch.nn.functional.linear(features, self.weight, self.bias))
         tally("decomposed_correct", self.head(features))
         for name, extra in self.extra_heads.items():
             tally(f"{name}_correct", extra(features))
-        noise = None if keys is None else per_sample_noise(keys, features.shape[1], self.seed, features.device)
-        influential_noised, others_noised = noise_ablation_inputs(features, self.mask[labels], self.generator, noise)
+        keys = feature_keys(features) if keys is None else keys
+        noise = per_sample_noise(keys, features.shape[1], self.seed, features.device)
+        influential_noised, others_noised = noise_ablation_inputs(features, self.mask[labels], noise=noise)
         tally("influential_noise_correct", torch.nn.functional.linear(influential_noised, self.weight, self.bias))
         tally("non_influential_noise_correct", torch.nn.functional.linear(others_noised, self.weight, self.bias))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {**self.counts, "nonfinite_samples": self.nonfinite_samples}
+
+    def per_class_rho(self, label_names: list[str]) -> dict[str, float | None]:
+        """Per class with samples: decomposed / full correct count (None where the full layer got none right)."""
+        samples, full, decomposed = (self.counts[name].cpu().tolist() for name in
+                                     ("samples", "full_correct", "decomposed_correct"))
+        return {name: (decomposed[c] / full[c] if full[c] else None)
+                for c, name in enumerate(label_names) if samples[c]}
 
     def result(self, label_names: list[str]) -> dict:
         """Accuracies (percent), rho, per-class accuracies and the ablation, as JSON-safe numbers."""
@@ -169,3 +208,20 @@ class EvaluationAccumulator:
                 for name in self.extra_heads
             },
         }
+
+
+def evaluate_features(
+    batches, weight: torch.Tensor, bias: torch.Tensor, head: DecomposedLinear, seed: int = 0,
+    extra_heads: dict[str, DecomposedLinear] | None = None,
+) -> EvaluationAccumulator:
+    """Score ``head`` (and ``extra_heads``) against the dense layer (``weight``, ``bias``) on feature batches.
+
+    ``batches`` yields (features (B, d), labels (B,)) or (features, labels, keys (B,)); without keys each
+    sample's noise is keyed by its feature values. Returns the filled accumulator: ``.result(label_names)``
+    for the numbers analyze reports, ``.per_class_rho(label_names)`` for the studies.
+    """
+    accumulator = EvaluationAccumulator(weight, bias, head, seed=seed, extra_heads=extra_heads)
+    with torch.no_grad():
+        for batch in batches:
+            accumulator.update(*batch)
+    return accumulator

@@ -1,7 +1,8 @@
 """Pooled features cached on disk as safetensors shards, keyed by model and data.
 
 A cache folder holds ``meta.json`` (what produced the features) and ``shard-00000.safetensors``,
-... each with ``features`` (n, d) float32 and ``labels`` (n,) int64. Shards stream: readers never
+... each with ``features`` (n, d) float32, ``labels`` (n,) int64 and ``keys`` (n,) int64, the images'
+content keys (:func:`~hf_decomp.data.loader.image_key`) that seed the noise ablation. Shards stream: readers never
 need more than one shard in memory. A folder made for another model or dataset is refused.
 """
 
@@ -27,7 +28,7 @@ from .fingerprint import data_fingerprint, explain_key_difference, weights_diges
 
 __all__ = ["feature_cache_key", "FeatureCache", "cached_features"]
 
-CACHE_FORMAT = "hf-decomp-features/2"
+CACHE_FORMAT = "hf-decomp-features/3"  # /3: shards hold the content keys
 
 
 def feature_cache_key(adapter: ClassifierAdapter, split: ImageSplit, extra: dict | None = None) -> dict:
@@ -89,30 +90,33 @@ class FeatureCache:
             )
 
     def write(self, batches, key: dict, shard_size: int = 65_536) -> None:
-        """Write batches of (features, labels) into shards, then mark the cache complete."""
+        """Write batches of (features, labels, keys) into shards, then mark the cache complete."""
         if self.directory.exists():
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True)
-        buffered, labels, count, shards = [], [], 0, 0
+        buffered, labels, keys, count, shards = [], [], [], 0, 0
 
         def flush():
-            nonlocal buffered, labels, shards
+            nonlocal buffered, labels, keys, shards
             if buffered:
-                save_file({"features": torch.cat(buffered).contiguous(), "labels": torch.cat(labels).contiguous()},
+                save_file({"features": torch.cat(buffered).contiguous(), "labels": torch.cat(labels).contiguous(),
+                           "keys": torch.cat(keys).contiguous()},
                           self.directory / f"shard-{shards:05d}.safetensors")
                 shards += 1
-                buffered, labels = [], []
+                buffered, labels, keys = [], [], []
 
-        for features, batch_labels in batches:
+        for features, batch_labels, batch_keys in batches:
             buffered.append(features.detach().float().cpu())
             labels.append(batch_labels.detach().long().cpu())
+            keys.append(batch_keys.detach().long().cpu())
             count += features.shape[0]
             if sum(b.shape[0] for b in buffered) >= shard_size:
                 flush()
         flush()
         atomic_write_json(self.meta_path, {"key": key, "num_samples": count, "num_shards": shards, "complete": True})
 
-    def iter_shards(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iter_shards(self, with_keys: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(features, labels) per shard; with ``with_keys`` (features, labels, keys)."""
         meta = self.meta()
         paths = sorted(self.directory.glob("shard-*.safetensors"))
         if meta.get("complete") and len(paths) != meta["num_shards"]:
@@ -121,24 +125,27 @@ class FeatureCache:
         for path in paths:
             try:
                 tensors = load_file(path)
-                features, labels = tensors["features"], tensors["labels"]
-                if features.ndim != 2 or labels.shape != features.shape[:1]:
-                    raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} disagree")
+                features, labels, keys = tensors["features"], tensors["labels"], tensors["keys"]
+                if features.ndim != 2 or labels.shape != features.shape[:1] or keys.shape != labels.shape:
+                    raise ValueError(f"features {tuple(features.shape)}, labels {tuple(labels.shape)} and keys "
+                                     f"{tuple(keys.shape)} disagree")
             except (SafetensorError, OSError, ValueError, KeyError) as e:
                 raise self._unreadable(path, e) from e
-            yield features, labels
+            yield (features, labels, keys) if with_keys else (features, labels)
 
-    def load(self) -> tuple[torch.Tensor, torch.Tensor]:
-        shards = list(self.iter_shards())
+    def load(self, with_keys: bool = False) -> tuple[torch.Tensor, ...]:
+        """All (features, labels), with ``with_keys`` also the content keys."""
+        shards = list(self.iter_shards(with_keys=True))
         if not shards:
             num_features = self.meta()["key"]["num_features"]
-            return torch.empty(0, num_features), torch.empty(0, dtype=torch.long)
-        features, labels = torch.cat([f for f, _ in shards]), torch.cat([y for _, y in shards])
+            empty = (torch.empty(0, num_features), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
+            return empty if with_keys else empty[:2]
+        features, labels, keys = (torch.cat(parts) for parts in zip(*shards))
         expected = self.meta().get("num_samples")
         if expected is not None and features.shape[0] != expected:
             raise self._unreadable(self.meta_path, ValueError(
                 f"the shards hold {features.shape[0]} samples, meta.json says {expected}"))
-        return features, labels
+        return (features, labels, keys) if with_keys else (features, labels)
 
 
 def cached_features(
@@ -148,8 +155,10 @@ def cached_features(
     accelerator=None,
     batch_size: int = 256,
     num_workers: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and labels of a split, computed once and then read from the cache.
+    with_keys: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """Features and labels of a split (with ``with_keys`` also the images' content keys), computed once and
+    then read from the cache.
 
     ``directory`` defaults to ``<hf_decomp cache>/features/<hash of the key>``.
     """
@@ -160,17 +169,18 @@ def cached_features(
     cache = FeatureCache(directory)
     if cache.is_complete():
         cache.check_matches(key)
-        return cache.load()
+        return cache.load(with_keys)
     accelerator = accelerator or make_accelerator()
-    feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"features [{split.split}]")
+    feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, f"features [{split.split}]",
+                               with_keys=True)
     if accelerator.num_processes <= 1:
         cache.write(feature_pass, key)
-        return cache.load()
+        return cache.load(with_keys)
     batches = _gathered_batches(feature_pass, split, accelerator)
     if accelerator.is_main_process:  # one writer; the others read what it wrote
         cache.write(batches, key)
     accelerator.wait_for_everyone()
-    return cache.load()
+    return cache.load(with_keys)
 
 
 def _gathered_batches(feature_pass: FeaturePass, split: ImageSplit, accelerator) -> list:
@@ -182,15 +192,15 @@ def _gathered_batches(feature_pass: FeaturePass, split: ImageSplit, accelerator)
 
     mine, error = [], None
     try:
-        for features, labels in feature_pass:
+        for features, labels, keys in feature_pass:
             order = (feature_pass.position - 1) * accelerator.num_processes + accelerator.process_index
             if split.streaming:
                 order = (accelerator.process_index, feature_pass.position)
-            mine.append((order, features.cpu(), labels.cpu()))
+            mine.append((order, features.cpu(), labels.cpu(), keys.cpu()))
     except Exception as e:  # noqa: BLE001 - re-raised on every process
         error = e
     raise_if_any_failed(error, accelerator)
     rows = gather_object([feature_pass.seen_images + feature_pass.skipped_images])
     check_exact_once(split, sum(rows))
     gathered = sorted(gather_object(mine), key=lambda item: item[0])
-    return [(features, labels) for _, features, labels in gathered]
+    return [batch for _, *batch in gathered]

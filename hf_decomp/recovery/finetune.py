@@ -37,6 +37,7 @@ from ..data import ImageSplit
 from ..data.labels import to_model_labels
 from ..data.loader import ImageBatchCollator, default_num_workers
 from ..data.preprocessing import batch_to_device
+from ..passes.evaluation import correct_predictions, count_correct
 from ..passes.features import make_accelerator
 from ..portable.decomposed_head import DecomposedLinear
 from ..utils.errors import DecompValueError
@@ -115,7 +116,7 @@ def evaluate_model(model, split: ImageSplit, transform, accelerator=None, batch_
             continue
         logits = model(pixel_values=batch["pixel_values"]).logits
         labels = to_model_labels(batch["labels"], split)
-        correct += (logits.argmax(1) == labels).sum()
+        correct += correct_predictions(logits, labels).sum()
         total += labels.numel()
     model.train(was_training)
     correct, total = int(accelerator.reduce(correct, "sum")), int(accelerator.reduce(total, "sum"))
@@ -305,7 +306,7 @@ def _finetune(model, train_split, *, transform, eval_split, eval_transform, val_
             optimizer.zero_grad()
             step += 1
             running_loss += float(loss.detach()) * labels.numel()
-            running_correct += int((output.logits.argmax(1) == labels).sum())
+            running_correct += count_correct(output.logits, labels)
             running_seen += labels.numel()
             bar.update(1)
             if step % log_every == 0 or step == total_steps:

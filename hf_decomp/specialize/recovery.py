@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from ..data import ImageSplit
 from ..data.loader import decode_image
+from ..passes.evaluation import accuracy_percent
 from ..portable.decomposed_head import DecomposedLinear
 from ..recovery.refit import refit_head
 from ..utils.errors import DecompValueError
@@ -87,7 +88,7 @@ def accuracy(logits_or_model, pixels: torch.Tensor | None, labels: torch.Tensor,
         logits = torch.cat([logits_or_model(pixels[i:i + batch_size]) for i in range(0, pixels.shape[0], batch_size)])
     else:
         logits = logits_or_model
-    return 100.0 * float((logits.argmax(1).cpu() == labels.cpu()).float().mean())
+    return accuracy_percent(logits.cpu(), labels.cpu())
 
 
 @torch.inference_mode()

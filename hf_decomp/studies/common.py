@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..models import ClassifierAdapter
-from ..passes.evaluation import EvaluationAccumulator
+from ..passes.evaluation import evaluate_features
 from ..portable.decomposed_head import DecomposedLinear
 from ..utils.checks import check_k_values as check_k
 
@@ -33,6 +33,7 @@ class ModelFeatures:
     test_labels: torch.Tensor  # (M,)
     adapter: ClassifierAdapter | None = None
     data: dict = field(default_factory=dict)
+    test_keys: torch.Tensor | None = None  # (M,) the eval images' content keys: they seed the noise ablation
 
     @property
     def num_features(self) -> int:
@@ -98,7 +99,7 @@ def load_model_features(
     train, test = (align_labels(split, adapter.label_names, label_map, model=f"model {adapter.name!r}")[0]
                    for split in (train, test))
     features = {}
-    for split in (train, test):
+    for split in (train, test):  # the keys seed the noise ablation exactly as analyze does
         directory = None
         if cache_dir is not None:
             import hashlib
@@ -109,45 +110,35 @@ def load_model_features(
             key = json.dumps(feature_cache_key(adapter, split), sort_keys=True).encode()
             directory = Path(cache_dir) / hashlib.sha256(key).hexdigest()[:20]
         features[split.split] = cached_features(adapter, split, directory, batch_size=batch_size,
-                                                num_workers=num_workers)
-    train_x, train_y = features[train.split]
-    test_x, test_y = features[test.split]
+                                                num_workers=num_workers, with_keys=True)
+    train_x, train_y, _ = features[train.split]
+    test_x, test_y, test_keys = features[test.split]
     return ModelFeatures(
         name=adapter.name, weight=adapter.weight.detach().float().cpu(), bias=adapter.bias.detach().float().cpu(),
         label_names=adapter.label_names, train_features=train_x, train_labels=train_y, test_features=test_x,
         test_labels=test_y, adapter=adapter, data={"statistics": train.describe(), "evaluation": test.describe()},
+        test_keys=test_keys,
     )
 
 
-def batched(features: torch.Tensor, labels: torch.Tensor, batch_size: int = 8192):
-    """(features, labels) chunks: the same code path as a streamed pass, bounded memory."""
+def batched(features: torch.Tensor, labels: torch.Tensor, batch_size: int = 8192, keys: torch.Tensor | None = None):
+    """(features, labels) chunks (with ``keys``: (features, labels, keys)): the same code path as a streamed
+    pass, bounded memory."""
     for start in range(0, features.shape[0], batch_size):
-        yield features[start:start + batch_size], labels[start:start + batch_size]
+        chunk = slice(start, start + batch_size)
+        yield (features[chunk], labels[chunk]) if keys is None else (features[chunk], labels[chunk], keys[chunk])
 
 
 def evaluate_sets(mf: ModelFeatures, index_sets, seed: int = 0) -> dict:
-    """Full vs decomposed accuracy, rho and noise ablation of ``index_sets`` on the eval features.
+    """Full vs decomposed accuracy, rho, per-class rho and noise ablation of ``index_sets`` on the eval features.
 
-    Accuracies, rho and per-class rho come from the packaged ``decomposition`` evaluate metric (fed the
-    predictions batch by batch); the noise ablation from the streaming accumulator.
+    Scored by :func:`~hf_decomp.passes.evaluation.evaluate_features`, the evaluation ``analyze`` runs: with the
+    eval images' content keys (``mf.test_keys``, from the feature cache) the noise figures equal analyze's.
     """
-    from ..metrics import shared
-
     head = DecomposedLinear(mf.weight, mf.bias, index_sets)
-    accumulator = EvaluationAccumulator(mf.weight, mf.bias, head, seed=seed)
-    metric = shared("decomposition")
-    with torch.no_grad():
-        for x, y in batched(mf.test_features, mf.test_labels):
-            accumulator.update(x, y)
-            finite = torch.isfinite(x).all(dim=1)  # the accumulator skips (and counts) non-finite samples
-            x, y = x[finite].to(mf.weight.dtype), y[finite]
-            metric.add_batch(predictions=head(x).argmax(1), references=y,
-                             full_predictions=torch.nn.functional.linear(x, mf.weight, mf.bias).argmax(1))
-    result = accumulator.result(mf.label_names)
-    scores = metric.compute(label_names=mf.label_names)
-    result.update(full_accuracy=scores["full_accuracy"], decomposed_accuracy=scores["decomposed_accuracy"],
-                  rho=scores["rho"], per_class_rho={name: c["rho"] for name, c in scores["per_class"].items()})
+    scored = evaluate_features(batched(mf.test_features, mf.test_labels, keys=mf.test_keys),
+                               mf.weight, mf.bias, head, seed=seed)
+    result = scored.result(mf.label_names)
+    result["per_class_rho"] = scored.per_class_rho(mf.label_names)
     result["multiply_adds"] = {"full": mf.num_classes * mf.num_features, "decomposed": head.multiply_adds}
     return result
-
-

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..method.selection import label_free_scores, top_k_per_class
+from ..passes.evaluation import accuracy_percent
 from ..utils.errors import DecompValueError
 from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, evaluate_sets
@@ -141,7 +142,7 @@ def csg_index_sets(gates: torch.Tensor, k: int, tie_break: torch.Tensor | None =
 
 def _accuracy(weight, bias, features, labels) -> float:
     with torch.no_grad():
-        return 100.0 * float((F.linear(features, weight, bias).argmax(1) == labels).double().mean())
+        return accuracy_percent(F.linear(features, weight, bias), labels)
 
 
 def csg_study(mf: ModelFeatures, *, k_values=(5,), k1: int = 5, config: CSGConfig | None = None,
@@ -156,7 +157,7 @@ def csg_study(mf: ModelFeatures, *, k_values=(5,), k1: int = 5, config: CSGConfi
     csg_acc = _accuracy(trained.weight, trained.bias, mf.test_features, mf.test_labels)
     with torch.no_grad():
         gated_logits = F.linear(mf.test_features * trained.gates.T[mf.test_labels], trained.weight, trained.bias)
-    gated_acc = 100.0 * float((gated_logits.argmax(1) == mf.test_labels).double().mean())
+    gated_acc = accuracy_percent(gated_logits, mf.test_labels)
     if stats is None or k1 not in stats.k1_values:
         stats = gather_class_statistics(mf, [k1])
     tie_break = label_free_scores(mf.weight, stats.overall_mean())

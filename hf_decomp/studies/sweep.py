@@ -13,6 +13,7 @@ import torch
 
 from ..method.selection import top_k_per_class
 from ..method.statistics import ClassStatistics
+from ..passes.evaluation import count_correct
 from ..portable.decomposed_head import DecomposedLinear
 from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, batched, check_k
@@ -41,10 +42,10 @@ def sweep_grid(mf: ModelFeatures, k1_values, k2_values, stats: ClassStatistics |
     correct = dict.fromkeys(heads, 0)
     full_correct = total = 0
     for x, y in batched(mf.test_features, mf.test_labels):
-        full_correct += int((torch.nn.functional.linear(x, mf.weight, mf.bias).argmax(1) == y).sum())
+        full_correct += count_correct(torch.nn.functional.linear(x, mf.weight, mf.bias), y)
         total += y.numel()
         for key, head in heads.items():
-            correct[key] += int((head(x).argmax(1) == y).sum())
+            correct[key] += count_correct(head(x), y)
     if total == 0:
         from ..utils.errors import DecompValueError
 
