@@ -12,6 +12,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from ..method.selection import top_k_per_class
+from ..utils.checks import check_k
 from ..utils.errors import DecompValueError
 from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, evaluate_sets
@@ -50,9 +51,7 @@ def resolve_k(value: int | None, ratio: float | None, num_features: int, name: s
         if not 0 < ratio <= 1:
             raise DecompValueError(f"{name}_ratio={ratio} must be in (0, 1] (a fraction of the feature width d)")
         value = max(1, round(ratio * num_features))
-    if not 1 <= value <= num_features:
-        raise DecompValueError(f"{name}={value} must be between 1 and d={num_features}")
-    return int(value)
+    return check_k(name, value, num_features)
 
 
 def depth_row(mf: ModelFeatures, *, k1: int | None = 5, k2: int | None = 5, k1_ratio: float | None = None,
