@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from .errors import DecompValueError
 
-__all__ = ["check_k", "check_k_values", "resolve_k", "check_positive_int"]
+__all__ = ["check_k", "check_k_values", "resolve_k", "check_width_fraction", "check_positive_int"]
 
 
 def _is_int(value) -> bool:
@@ -55,6 +55,14 @@ def check_k_values(name: str, values: Iterable, num_features: int) -> list[int]:
             f"{name} values {bad} are not integers in [1, d={num_features}] (d is the model's feature width)."
         )
     return sorted(set(values))
+
+
+def check_width_fraction(name: str, value) -> float:
+    """A k given as a share of the width (``k1_ratio``, specialize's k1 fraction): a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise DecompValueError(f"{name}={value!r} must be a fraction of the width in (0, 1] (e.g. 0.05; 1 = "
+                               f"every feature)")
+    return float(value)
 
 
 def resolve_k(name: str, value: int | float, width: int, layer: str | None = None) -> int:
