@@ -25,10 +25,11 @@ import torch
 from hf_decomp.data import load_image_split
 from hf_decomp.data.holdout import DEFAULT_VAL_SIZE, parse_val_split, stratified_split
 from hf_decomp.method.bias_correction import bias_corrected_head
+from hf_decomp.method.criteria import list_criteria
 from hf_decomp.models import load_classifier
 from hf_decomp.passes.feature_cache import cached_features
 from hf_decomp.portable.decomposed_head import DecomposedLinear
-from hf_decomp.recovery.refit import METHODS, decompose_head, refit_head
+from hf_decomp.recovery.refit import decompose_head, refit_head
 from hf_decomp.utils.markdown import markdown_table
 
 
@@ -101,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cifar10_resnet20", "cifar10_resnet56"])
     parser.add_argument("--methods", nargs="+", default=["histogram", "contribution", "label-free", "pruning"],
-                        choices=METHODS)
+                        choices=list_criteria(set_size="k"))
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 2, 3, 5, 10, 20])
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--val-split", default=str(DEFAULT_VAL_SIZE),

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from hf_decomp.method.criteria import (
-    CRITERIA,
-    check_criterion,
+    CriterionInputs,
     check_k_for_means,
     contribution_scores,
-    criterion_scores,
+    get_criterion,
     label_free_scores,
+    list_criteria,
     sparse_glm_scores,
 )
-from hf_decomp.method.selection import SELECTION_METHODS, select_from_statistics
+from hf_decomp.method.selection import select_from_statistics
 from hf_decomp.method.statistics import ClassStatistics
 from hf_decomp.utils.errors import DecompValueError
 
@@ -40,7 +40,7 @@ def test_contribution_ignores_constant_features_that_histogram_and_label_free_pi
     stats = _statistics()
     weight = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
     # overall mean (1.75, 2.25, 9); class means (3, .5, 9) and (.5, 4, 9)
-    scores = criterion_scores("contribution", stats, weight)
+    scores = get_criterion("contribution").scores(CriterionInputs.from_statistics(stats, weight=weight))
     torch.testing.assert_close(scores, torch.tensor([[1.25, 0.0, 0.0], [0.0, 1.75, 0.0]], dtype=torch.float64))
     contribution, _ = select_from_statistics(stats, k1=1, k2=1, method="contribution", weight=weight)
     assert contribution == [[0], [1]]
@@ -51,15 +51,16 @@ def test_contribution_ignores_constant_features_that_histogram_and_label_free_pi
 
 def test_histogram_criterion_is_algorithm_1():
     stats = _statistics()
-    assert criterion_scores("histogram", stats, k1=1).tolist() == [[0.0, 0.0, 2.0], [0.0, 0.0, 2.0]]
+    scores = get_criterion("histogram").scores(CriterionInputs.from_statistics(stats, k1=1))
+    assert scores.tolist() == [[0.0, 0.0, 2.0], [0.0, 0.0, 2.0]]
 
 
 def test_unknown_method_names_the_known_ones():
     with pytest.raises(DecompValueError, match="histogram, contribution, label-free, sparse-glm"):
-        check_criterion("gradcam")
+        get_criterion("gradcam")
     with pytest.raises(ValueError, match="contribution"):
         select_from_statistics(_statistics(), k1=1, k2=1, method="gradcam")
-    assert "contribution" in SELECTION_METHODS and CRITERIA[0] == "histogram"
+    assert "contribution" in list_criteria(streamable=True) and list_criteria()[0] == "histogram"
 
 
 def test_k_larger_than_active_features_is_refused():

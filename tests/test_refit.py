@@ -123,7 +123,7 @@ def test_decompose_head_methods_and_bad_input():
     label_free = decompose_head(weight, None, features, None, method="label-free", k=1, refit=False,
                                 bias_correction=False)
     assert label_free.index_sets() == [[6], [6], [6]]
-    with pytest.raises(DecompValueError, match="known methods: histogram, contribution, label-free"):
+    with pytest.raises(DecompValueError, match="Known criteria: histogram, contribution, label-free"):
         decompose_head(weight, None, features, labels, method="lasso", k=2)
     dead = features.clone()
     dead[:, 4:] = 0.0
@@ -161,7 +161,7 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     assert "was made for other inputs" in capsys.readouterr().err
     assert main(["refit", "--model", str(tiny_timm), "--method", "magic", "--out", str(tmp_path / "r3"),
                  *common]) == 2
-    assert "known methods: histogram, contribution" in capsys.readouterr().err
+    assert "Known criteria: histogram, contribution" in capsys.readouterr().err
     # a folder that is not a feature cache is never cleared
     (tmp_path / "mine" / "train").mkdir(parents=True)
     (tmp_path / "mine" / "train" / "notes.txt").write_text("keep me")

@@ -13,8 +13,9 @@ from safetensors.torch import save_file
 from ..data import ImageSplit, default_eval_split, load_image_split, split_names
 from ..data.labels import align_labels
 from ..layers import FINAL, resolve_k, resolve_layers
+from ..method.criteria import list_criteria
 from ..method.indices import InfluentialIndices
-from ..method.selection import select_from_statistics
+from ..method.selection import check_selection, select_from_statistics
 from ..method.statistics import ClassStatistics
 from ..models import ClassifierAdapter, load_classifier
 from ..passes.distributed import (
@@ -193,7 +194,8 @@ def analyze(
     What the main settings do (see :class:`~hf_decomp.analysis.settings.AnalysisSettings` for all):
         k1: features per sample that vote in the histogram. k2: features kept per class.
         coverage: instead of k2, keep per class the fewest features covering this fraction of votes.
-        criterion: ``histogram`` (Algorithm 1), ``contribution`` (W_cj (mean_c(x_j) - mean(x_j))) or ``label-free``.
+        criterion: a selection criterion computable from statistics (``list_criteria(streamable=True)``):
+            ``histogram`` (Algorithm 1), ``contribution`` (W_cj (mean_c(x_j) - mean(x_j))) or ``label-free``.
         bias_correction: also evaluate the head with b_c += sum_{j not in I_c} W_cj mean(x_j)
             (scored in the same evaluation pass; reported as ``metrics.bias_corrected``, the headline
             numbers stay those of the uncorrected head).
@@ -244,6 +246,7 @@ def _analyze(settings: AnalysisSettings, accelerator) -> AnalysisResult:
             "checkpoint_dir": checkpoint_dir, "model": model if isinstance(model, (str, Path)) else None})
     if coverage is not None:
         method, k2 = ("coverage" if method == "histogram" else method), None
+    criterion = check_selection(method, k2=k2, coverage=coverage)  # before any pass over the data
     accelerator = accelerator or make_accelerator(mixed_precision=s.mixed_precision)
     checkpoints = _checkpoint_config(out_dir, checkpoint_dir, s.resume, s.save_every, s.save_every_minutes)
     adapter = model if isinstance(model, ClassifierAdapter) else load_classifier(
@@ -253,8 +256,9 @@ def _analyze(settings: AnalysisSettings, accelerator) -> AnalysisResult:
         adapter.to(memory_format=torch.channels_last)
     k1_requested, k2_requested = k1, k2  # ints, or fractions of each layer's width
     inner_layers = [name for name in resolve_layers(adapter, layers) if name != FINAL] if layers else []
-    if inner_layers and method not in ("histogram", "coverage"):
-        raise DecompValueError(f"--layers works with the histogram method (Algorithm 1), not {method!r}")
+    if inner_layers and criterion.needs_weight:  # inner layers have no classifier weight
+        raise DecompValueError(f"--layers works with criteria computed from the statistics alone "
+                               f"({', '.join(list_criteria(streamable=True, needs_weight=False))}), not {method!r}")
     k1 = resolve_k("k1", k1, adapter.num_features)
     k2 = None if k2 is None else resolve_k("k2", k2, adapter.num_features)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..method.criteria import list_criteria
 from .common import (
     add_data_arguments,
     add_layer_arguments,
@@ -32,7 +33,7 @@ def register(subparsers) -> None:
     selection.add_argument("--coverage", type=float, default=None,
                            help="instead of --k2: per class, keep the fewest features holding this percent "
                                 "of the histogram mass (e.g. 50)")
-    selection.add_argument("--method", default="histogram", choices=("histogram", "contribution", "label-free"),
+    selection.add_argument("--method", default="histogram", choices=list_criteria(streamable=True),
                            help="histogram = Algorithm 1; contribution = W_cj * (mean_c(x_j) - mean(x_j)); "
                                 "label-free = W_cj * mean(x_j)")
     selection.add_argument("--bias-correction", action="store_true",

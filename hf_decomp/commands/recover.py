@@ -125,12 +125,10 @@ def build_recovered_head(args: argparse.Namespace):
     from ..data.holdout import hold_out
     from ..data.labels import align_labels, to_model_labels
     from ..models import load_classifier
-    from ..recovery.refit import METHODS, check_labelled, decompose_head
+    from ..recovery.refit import check_labelled, check_refit_criterion, decompose_head
     from ..utils.checks import check_k
-    from ..utils.errors import DecompValueError
 
-    if args.method not in METHODS:
-        raise DecompValueError(f"Unknown --method {args.method!r}; known methods: {', '.join(METHODS)}.")
+    criterion = check_refit_criterion(args.method)  # an unknown name is refused naming the known ones
     adapter = load_classifier(args.model or "cifar10_resnet20", checkpoint=args.checkpoint)
     check_k("k", args.k, adapter.num_features)  # before the features are computed
     check_k("k1", args.k1, adapter.num_features)
@@ -160,7 +158,7 @@ def build_recovered_head(args: argparse.Namespace):
         val_x, val_y = _cached(adapter, held.validation, args.cache_dir, args)
     weight, bias = adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu()
     candidates, head, best = [], None, -1.0
-    for keep in (args.keep if args.method == "pruning" else [None]):
+    for keep in (args.keep if criterion.refits else [None]):
         candidate = decompose_head(weight, bias, fit_x, fit_y, method=args.method, k=args.k, k1=args.k1,
                                    bias_correction=args.bias_correction, refit=True, max_iter=args.max_iter,
                                    **({} if keep is None else {"keep": keep}))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..method.criteria import get_criterion, list_criteria
 from ..utils.errors import DecompValueError
 from .common import non_negative_int, positive_int, refuse_flag
 
@@ -110,7 +111,7 @@ def register(subparsers) -> None:
     maps.add_argument("--classes", type=_name_list, default=None, help="one image of each of these classes")
     maps.add_argument("--num-images", type=int, default=None, help="or this many random images")
     maps.add_argument("--layer", default=None, help="module whose (B, d, h, w) output to use (default: last maps)")
-    maps.add_argument("--selection", default="histogram", choices=("histogram", "label-free"),
+    maps.add_argument("--selection", default="histogram", choices=list_criteria(streamable=True, set_size="k"),
                       help="histogram = Algorithm 1 from labelled statistics; label-free = W_cj * mean_j over the "
                            "images of --split (for datasets with too few labelled images, e.g. one per class)")
     maps.add_argument("--non-influential", default="top-weight", choices=("top-weight", "random"),
@@ -230,7 +231,7 @@ def run_activation_maps(args: argparse.Namespace) -> int:
         if images.num_rows is not None and args.num_images > images.num_rows:
             select_images(images, adapter.label_names, None, args.num_images, args.seed)  # raises, naming the count
     # label-free: the feature mean comes from the images' own split, no labels are read for the selection
-    mf = (_single_study_features(args, adapter) if args.selection == "histogram"
+    mf = (_single_study_features(args, adapter) if get_criterion(args.selection).needs_labels
           else _label_free_features(args, adapter))
     settings = {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
     with staged_output_dir(args.out, args.overwrite) as staging:

@@ -10,30 +10,13 @@ from ..data import ImageSplit
 from ..models import ClassifierAdapter
 from ..passes.features import FeaturePass, make_accelerator
 from ..passes.resumable import check_labels, pass_checkpoint, resumable_pass
+from ..utils.checks import resolve_k
 from ..utils.errors import DecompValueError
 from .capture import LayerCapture
 from .names import FINAL, resolve_layers
 from .statistics import LayerStatistics
 
-__all__ = ["gather_layer_statistics", "layer_widths", "resolve_k"]
-
-
-def resolve_k(name: str, value: int | float, width: int, layer: str = FINAL) -> int:
-    """An absolute k (int, 1..width) or a fraction of the width (float in (0, 1)) as an int for one layer."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be an int or a fraction, got {type(value).__name__}")
-    if isinstance(value, float) and value < 1:
-        if not value > 0:
-            raise DecompValueError(f"{name}={value}: a fraction of the layer width must be in (0, 1)")
-        return max(1, round(value * width))
-    if isinstance(value, float) and not value.is_integer():
-        raise DecompValueError(f"{name}={value} is neither a whole number nor a fraction in (0, 1)")
-    value = int(value)
-    if not 1 <= value <= width:
-        raise DecompValueError(
-            f"{name}={value} must be between 1 and d={width} (the width of layer {layer!r}); give a fraction "
-            f"of the width instead (e.g. {name}=0.1) to use the same share in every layer.")
-    return value
+__all__ = ["gather_layer_statistics", "layer_widths", "resolve_k"]  # resolve_k: from utils.checks
 
 
 @torch.no_grad()

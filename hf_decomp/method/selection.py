@@ -6,16 +6,21 @@ Ties are broken towards the lower feature index, so results are reproducible.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-__all__ = ["top_k_per_class", "coverage_per_class", "label_free_scores", "select_from_statistics", "SELECTION_METHODS"]
+from ..utils.checks import check_k
+from ..utils.errors import DecompValueError
+from .criteria import Criterion, CriterionInputs, get_criterion, label_free_scores, list_criteria
 
-SELECTION_METHODS = ("histogram", "coverage", "label-free", "contribution")
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["top_k_per_class", "coverage_per_class", "label_free_scores", "check_selection", "select_from_statistics"]
 
 
 def _rank(scores: torch.Tensor) -> torch.Tensor:
     """Feature indices per row by descending score; equal scores keep ascending index order."""
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return scores.sort(dim=1, descending=True, stable=True).indices
 
 
 def top_k_per_class(scores: torch.Tensor, k: int) -> list[list[int]]:
@@ -25,9 +30,7 @@ def top_k_per_class(scores: torch.Tensor, k: int) -> list[list[int]]:
         scores: (C, d), e.g. the histogram of top-k1 indices.
         k: k2, the size of every set, 1 <= k <= d.
     """
-    num_features = scores.shape[1]
-    if not 1 <= k <= num_features:
-        raise ValueError(f"k2={k} must be between 1 and d={num_features} (the feature width)")
+    check_k("k2", k, scores.shape[1])
     return _rank(scores)[:, :k].tolist()
 
 
@@ -39,7 +42,7 @@ def coverage_per_class(histogram: torch.Tensor, coverage: float) -> list[list[in
         coverage: fraction in (0, 1], e.g. 0.5 for 50 %.
     """
     if not 0.0 < coverage <= 1.0:
-        raise ValueError(f"coverage={coverage} must be a fraction in (0, 1] (e.g. 0.5 for 50 %)")
+        raise DecompValueError(f"coverage={coverage} must be a fraction in (0, 1] (e.g. 0.5 for 50 %)")
     order = _rank(histogram)
     sorted_counts = histogram.gather(1, order).double()
     totals = sorted_counts.sum(1, keepdim=True)
@@ -49,9 +52,29 @@ def coverage_per_class(histogram: torch.Tensor, coverage: float) -> list[list[in
     return [order[c, : int(n)].tolist() for c, n in enumerate(sizes)]
 
 
-def label_free_scores(weight: torch.Tensor, feature_mean: torch.Tensor) -> torch.Tensor:
-    """score_cj = W_cj * mean_j: a feature's expected push on class c's logit, with no labels needed."""
-    return weight.double() * feature_mean.double()[None, :]
+def check_selection(method: str, *, k2: int | float | None = None, coverage: float | None = None) -> Criterion:
+    """The criterion ``method`` if ``analyze`` can use it with this set size; checked before any pass over data.
+
+    Exactly one of ``k2`` (set size) and ``coverage`` (fraction of the vote histogram) must be given,
+    and the criterion must be computable from streamed statistics and accept that kind of size.
+    """
+    criterion = get_criterion(method)
+    if not criterion.streamable:
+        raise DecompValueError(
+            f"criterion {method!r} needs the training features themselves, not only streamed statistics: use it "
+            f"with `hf-decomp refit` (decompose_head). From statistics: {', '.join(list_criteria(streamable=True))}.")
+    if coverage is not None and k2 is not None:
+        raise DecompValueError("give either k2 or coverage, not both")
+    if coverage is None and k2 is None:
+        raise DecompValueError("give k2 (set size) or coverage (fraction of histogram mass)")
+    if coverage is not None and "coverage" not in criterion.set_sizes:
+        raise DecompValueError(
+            f"criterion {method!r} keeps k2 features per class; coverage (a fraction of the vote histogram) works "
+            f"with {', '.join(list_criteria(set_size='coverage'))}. Give k2 (--k2) instead.")
+    if k2 is not None and "k" not in criterion.set_sizes:
+        raise DecompValueError(f"criterion {method!r} sizes its sets by coverage; give coverage (--coverage P) "
+                               f"instead of k2")
+    return criterion
 
 
 def select_from_statistics(
@@ -68,46 +91,26 @@ def select_from_statistics(
     Args:
         statistics: the gathered statistics.
         k1: which top-k1 histogram to use.
-        k2: size of every set (``histogram`` and ``label-free``).
+        k2: size of every set.
         coverage: instead of k2, per class the smallest set covering this fraction of the histogram.
-        method: ``histogram`` (Algorithm 1), ``coverage`` (implied by ``coverage``), ``label-free`` or
-            ``contribution`` (W_cj * (mean_c(x_j) - mean(x_j)), see :mod:`hf_decomp.method.criteria`).
-        weight: (C, d) classifier weight; needed by ``label-free`` and for classes without samples.
+        method: a criterion computable from statistics (``list_criteria(streamable=True)``: ``histogram``
+            (Algorithm 1), ``contribution``, ``label-free``, ``coverage``; see :mod:`hf_decomp.method.criteria`).
+        weight: (C, d) classifier weight; needed by criteria that read it and for classes without samples.
 
     Returns:
         (index sets, classes that had no samples and fell back to the label-free ranking).
     """
-    if method not in SELECTION_METHODS:
-        from ..utils.errors import DecompValueError
-
-        raise DecompValueError(f"method={method!r} is not one of {', '.join(SELECTION_METHODS)}")
-    if coverage is not None and k2 is not None:
-        raise ValueError("give either k2 or coverage, not both")
-    if coverage is None and k2 is None:
-        raise ValueError("give k2 (set size) or coverage (fraction of histogram mass)")
-    label_free = None
-    if weight is not None:
-        label_free = label_free_scores(weight.cpu(), statistics.overall_mean().cpu())
-    if method == "label-free":
-        if label_free is None:
-            raise ValueError("method='label-free' needs the classifier weight (weight=...)")
-        return top_k_per_class(label_free, k2 if k2 is not None else 1), []
-    if method == "contribution":
-        from .criteria import check_k_for_means, criterion_scores
-
-        if coverage is not None or weight is None:
-            raise ValueError("method='contribution' needs k2 (not coverage) and the classifier weight (weight=...)")
-        check_k_for_means(k2, statistics.overall_mean(), method)
-        sets = top_k_per_class(criterion_scores(method, statistics, weight), k2)
-    else:
-        histogram = statistics.histogram(k1).cpu()
-        sets = coverage_per_class(histogram, coverage) if coverage is not None else top_k_per_class(histogram, k2)
-    empty = statistics.empty_classes()
+    criterion = check_selection(method, k2=k2, coverage=coverage)
+    inputs = CriterionInputs.from_statistics(statistics, weight=weight, k1=k1, k=k2)
+    scores = criterion.scores(inputs)
+    sets = coverage_per_class(scores, coverage) if coverage is not None else top_k_per_class(scores, k2)
+    empty = statistics.empty_classes() if criterion.needs_labels else []
     if empty:
-        if label_free is None:
-            raise ValueError(f"classes {empty} have no samples; pass weight= to rank their features without labels")
+        if weight is None:
+            raise DecompValueError(f"classes {empty} have no samples; pass weight= to rank their features "
+                                   f"without labels")
         size = k2 if k2 is not None else max(1, round(sum(map(len, sets)) / len(sets)))
-        fallback = top_k_per_class(label_free, size)
+        fallback = top_k_per_class(label_free_scores(inputs.weight, inputs.overall_mean), size)
         for c in empty:
             sets[c] = fallback[c]
     return sets, empty

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 import torch
 
+from ..utils.checks import check_k
+
 __all__ = ["ClassStatistics"]
 
 
@@ -40,8 +42,7 @@ class ClassStatistics:
         if not k1_values:
             raise ValueError("k1_values is empty; give at least one k1 (e.g. k1_values=(5,))")
         for k in k1_values:
-            if not 1 <= k <= num_features:
-                raise ValueError(f"k1={k} must be between 1 and d={num_features} (the feature width)")
+            check_k("k1", k, num_features)
         self.num_classes = num_classes
         self.num_features = num_features
         self.k1_values = k1_values

@@ -21,13 +21,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..method.bias_correction import corrected_bias
-from ..method.criteria import contribution_scores
+from ..method.bias_correction import bias_corrected_head, corrected_bias
+from ..method.criteria import CriterionInputs, get_criterion, list_criteria
 from ..method.selection import top_k_per_class
+from ..method.statistics import ClassStatistics
 from ..portable.decomposed_head import DecomposedLinear
+from ..utils.checks import check_k
 from ..utils.errors import DecompValueError
 
-__all__ = ["check_labelled", "refit_head", "refit_head_streaming", "prune_and_refit", "pruning_schedule", "decompose_head", "METHODS",
+__all__ = ["check_labelled", "refit_head", "refit_head_streaming", "prune_and_refit", "pruning_schedule", "decompose_head",
+           "check_refit_criterion",
            "REFIT_OPTIMIZERS"]
 
 REFIT_OPTIMIZERS = ("lbfgs", "adam")
@@ -157,8 +160,7 @@ def pruning_schedule(num_features: int, k: int, keep: float = 0.5) -> list[int]:
     ``refit``/``finetune``/``compare_methods.py`` try several ``keep`` values (0.5 and 0.75) and use
     the one best on the validation split: on ResNet-20/CIFAR-10 that was 0.75 at k = 2, 3 and 5.
     """
-    if not 1 <= k <= num_features:
-        raise DecompValueError(f"k={k} must be between 1 and d={num_features} (the feature width)")
+    check_k("k", k, num_features)
     if not 0.0 < keep < 1.0:
         raise DecompValueError(f"keep={keep} must be a fraction in (0, 1)")
     sizes, size = [], num_features
@@ -178,6 +180,7 @@ def prune_and_refit(
     schedule: Sequence[int] | None = None,
     keep: float = 0.5,
     max_iter: int = 100,
+    criterion: str = "pruning",
 ) -> DecomposedLinear:
     """Iterative contribution pruning: keep the top sets by W'_cj (mean_c(x_j) - mean(x_j)) and refit, repeatedly.
 
@@ -189,7 +192,9 @@ def prune_and_refit(
         features: (N, d) labelled training features; labels: (N,).
         k: final set size per class.
         schedule: decreasing set sizes ending at k (default :func:`pruning_schedule` with ``keep``).
+        criterion: the registered criterion that re-scores the refit weights at each step.
     """
+    score = get_criterion(criterion).scores
     num_classes, num_features = weight.shape
     check_labelled(labels, num_classes, "pruning")
     schedule = list(schedule) if schedule is not None else pruning_schedule(num_features, k, keep)
@@ -205,7 +210,9 @@ def prune_and_refit(
     mask = torch.ones(num_classes, num_features, dtype=torch.bool)
     head = None
     for size in tqdm(schedule, desc="pruning", leave=False):
-        scores = contribution_scores(current_w, class_means, overall_mean).masked_fill(~mask, -math.inf)
+        inputs = CriterionInputs(weight=current_w, class_means=class_means, overall_mean=overall_mean,
+                                 features=features, labels=labels)
+        scores = score(inputs).masked_fill(~mask, -math.inf)
         sets = top_k_per_class(scores, size)
         new_mask = torch.zeros_like(mask).scatter_(1, torch.tensor(sets), True)
         start_bias = corrected_bias(current_w * mask, current_b, new_mask, overall_mean.float())
@@ -214,8 +221,13 @@ def prune_and_refit(
     return head
 
 
-# Methods of decompose_head: the statistics criteria, the feature-based sparse GLM, and pruning.
-METHODS = ("histogram", "contribution", "label-free", "sparse-glm", "pruning")
+def check_refit_criterion(method: str):
+    """The registered criterion ``method`` if :func:`decompose_head` can keep k features per class with it."""
+    criterion = get_criterion(method)
+    if "k" not in criterion.set_sizes:
+        raise DecompValueError(f"criterion {method!r} sizes its sets by coverage; the refit keeps k per class: "
+                               f"use one of {', '.join(list_criteria(set_size='k'))}.")
+    return criterion
 
 
 def decompose_head(
@@ -238,42 +250,37 @@ def decompose_head(
         weight: (C, d) dense weight; bias: (C,).
         features: (N, d) training features; labels: (N,) class ids (None only for ``label-free``
             without refit).
-        method: one of :data:`METHODS` (``pruning`` always corrects and refits).
+        method: a criterion of ``list_criteria(set_size="k")`` (see :mod:`hf_decomp.method.criteria`); one that
+            ``refits`` (``pruning``) always corrects and refits, through :func:`prune_and_refit`.
         k: features kept per class. k1: top-k1 of the ``histogram`` method.
         bias_correction: b_c += sum_{j not in I_c} W_cj mean(x_j) (see :mod:`hf_decomp.method.bias_correction`).
         refit: refit kept weights and biases with L-BFGS (see :func:`refit_head`).
         keep: fraction kept per step of the ``pruning`` schedule (see :func:`pruning_schedule`).
     """
-    from ..method.criteria import check_criterion, check_k_for_means, criterion_scores, sparse_glm_scores
-    from ..method.statistics import ClassStatistics
-
-    check_criterion(method, METHODS)
+    criterion = check_refit_criterion(method)
     num_classes, num_features = weight.shape
-    if not 1 <= k <= num_features:
-        raise DecompValueError(f"k={k} must be between 1 and d={num_features} (the feature width)")
-    if labels is not None or method != "label-free" or refit:
-        check_labelled(labels, num_classes, f"method {method!r}" + (" with refit" if refit else ""))
+    check_k("k", k, num_features)
+    if labels is not None or criterion.needs_labels or refit:
+        check_labelled(labels, num_classes, f"criterion {method!r}" + (" with refit" if refit else ""))
     features = features.float()
     overall_mean = features.double().mean(0)
-    if method in ("contribution", "label-free", "pruning"):
-        check_k_for_means(k, overall_mean, method)
-    if method == "pruning":
-        return prune_and_refit(weight, bias, features, labels, k, keep=keep, max_iter=max_iter)
-    if method == "sparse-glm":
-        scores = sparse_glm_scores(features, labels, num_classes, k)
-    elif method == "label-free":
-        from ..method.criteria import label_free_scores
-
-        scores = label_free_scores(weight.detach().cpu(), overall_mean)
-    else:
+    if criterion.refits:
+        criterion.check_k(k, overall_mean)
+        return prune_and_refit(weight, bias, features, labels, k, keep=keep, max_iter=max_iter, criterion=method)
+    statistics = None
+    if labels is not None:
         statistics = ClassStatistics(num_classes, num_features, [min(k1, num_features)])
         statistics.update(features, labels)
-        scores = criterion_scores(method, statistics, weight, k1=min(k1, num_features))
+    inputs = CriterionInputs(
+        weight=weight.detach().cpu(),
+        histogram=None if statistics is None else statistics.histogram(min(k1, num_features)).cpu(),
+        class_means=None if statistics is None else statistics.class_means().cpu(),
+        # the statistics' mean where there are labels (as analyze), else the features' own
+        overall_mean=overall_mean if statistics is None else statistics.overall_mean().cpu(),
+        features=features, labels=labels, k=k)
     head = DecomposedLinear(weight.detach().float().cpu(), None if bias is None else bias.detach().float().cpu(),
-                            top_k_per_class(scores, k))
+                            top_k_per_class(criterion.scores(inputs), k))
     if bias_correction:
-        from ..method.bias_correction import bias_corrected_head
-
         head = bias_corrected_head(head, weight.detach().float().cpu(), overall_mean.float())
     if refit:
         head = refit_head(head, features, labels, max_iter=max_iter)

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..method.statistics import ClassStatistics
+from ..utils.checks import check_width_fraction
 from ..utils.errors import DecompValueError
 
 __all__ = ["gather_channel_votes", "vote_scores"]
@@ -39,8 +40,7 @@ def gather_channel_votes(model: nn.Module, pixels: torch.Tensor, labels: torch.T
             layer; all fractions come from the same pass.
     """
     for fraction in k1_fractions:
-        if not 0.0 < fraction <= 1.0:
-            raise DecompValueError(f"k1 fraction {fraction} must be in (0, 1]")
+        check_width_fraction("k1_fraction", fraction)
     layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     if not layers:
         raise DecompValueError("the model has no BatchNorm2d layers; class-aware pruning votes at batch norms")

@@ -10,9 +10,8 @@ import torch
 from ..models import ClassifierAdapter
 from ..passes.evaluation import evaluate_features
 from ..portable.decomposed_head import DecomposedLinear
-from ..utils.checks import check_k_values as check_k
 
-__all__ = ["ModelFeatures", "StudyResult", "load_model_features", "evaluate_sets", "check_k", "batched"]
+__all__ = ["ModelFeatures", "StudyResult", "load_model_features", "evaluate_sets", "batched"]
 
 
 @dataclass

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..method.selection import label_free_scores, top_k_per_class
 from ..passes.evaluation import accuracy_percent
+from ..utils.checks import check_k_values
 from ..utils.errors import DecompValueError
 from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, evaluate_sets
@@ -149,9 +150,7 @@ def csg_study(mf: ModelFeatures, *, k_values=(5,), k1: int = 5, config: CSGConfi
               progress: bool = True, stats=None) -> StudyResult:
     """STD vs CSG accuracy (Table 1) and rho of CSG top-k gate sets vs Algorithm 1 at the same k."""
     config = config or CSGConfig()
-    from .common import check_k
-
-    k_values = check_k("k", k_values, mf.num_features)
+    k_values = check_k_values("k", k_values, mf.num_features)
     trained = train_csg(mf.train_features, mf.train_labels, mf.weight, mf.bias, config, progress)
     std_acc = _accuracy(mf.weight, mf.bias, mf.test_features, mf.test_labels)
     csg_acc = _accuracy(trained.weight, trained.bias, mf.test_features, mf.test_labels)

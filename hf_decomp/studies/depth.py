@@ -12,6 +12,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from ..method.selection import top_k_per_class
+from ..utils.checks import check_k, check_width_fraction
 from ..utils.errors import DecompValueError
 from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, evaluate_sets
@@ -47,12 +48,8 @@ def resolve_k(value: int | None, ratio: float | None, num_features: int, name: s
     if (value is None) == (ratio is None):
         raise DecompValueError(f"give exactly one of {name} and {name}_ratio (e.g. {name}=5 or {name}_ratio=0.05)")
     if ratio is not None:
-        if not 0 < ratio <= 1:
-            raise DecompValueError(f"{name}_ratio={ratio} must be in (0, 1] (a fraction of the feature width d)")
-        value = max(1, round(ratio * num_features))
-    if not 1 <= value <= num_features:
-        raise DecompValueError(f"{name}={value} must be between 1 and d={num_features}")
-    return int(value)
+        value = max(1, round(check_width_fraction(f"{name}_ratio", ratio) * num_features))
+    return check_k(name, value, num_features)
 
 
 def depth_row(mf: ModelFeatures, *, k1: int | None = 5, k2: int | None = 5, k1_ratio: float | None = None,

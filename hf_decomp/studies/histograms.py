@@ -9,9 +9,10 @@ import torch
 
 from ..method.selection import top_k_per_class
 from ..method.statistics import ClassStatistics
+from ..utils.checks import check_k
 from ..utils.errors import DecompValueError
 from ..utils.markdown import markdown_table
-from .common import ModelFeatures, StudyResult, batched, check_k
+from .common import ModelFeatures, StudyResult, batched
 from .plotting import grid_shape, plt, save_figure
 
 __all__ = ["gather_class_statistics", "plot_histogram_grid", "histogram_study"]
@@ -71,8 +72,8 @@ def plot_histogram_grid(histogram: torch.Tensor, index_sets, label_names, classe
 def histogram_study(mf: ModelFeatures, out_dir, *, k1: int = 5, k2: int = 5, classes=None, max_classes: int = 10,
                     stats: ClassStatistics | None = None) -> StudyResult:
     """Fig. 2 for ``mf``: histograms of chosen classes (default: the first ``max_classes``)."""
-    check_k("k1", [k1], mf.num_features)
-    check_k("k2", [k2], mf.num_features)
+    check_k("k1", k1, mf.num_features)
+    check_k("k2", k2, mf.num_features)
     if stats is None or k1 not in stats.k1_values:
         stats = gather_class_statistics(mf, [k1])
     histogram = stats.histogram(k1).cpu()

@@ -15,11 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..method.selection import label_free_scores, top_k_per_class
+from ..method.criteria import CriterionInputs, label_free_scores
+from ..method.selection import check_selection, top_k_per_class
+from ..utils.checks import check_k_values
 from ..utils.errors import DecompValueError
 from ..utils.files import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
 from ..utils.markdown import markdown_table
-from .common import ModelFeatures, StudyResult, check_k, load_model_features
+from .common import ModelFeatures, StudyResult, load_model_features
 from .csg import CSGConfig, csg_study
 from .depth import depth_result, depth_row
 from .histograms import gather_class_statistics, histogram_study
@@ -129,16 +131,20 @@ def dataset_activation_study(mf: ModelFeatures, dataset: str | None, out_dir, *,
     order = ((mf.data or {}).get("evaluation") or {}).get("label_order")
     if order is not None and image_split.label_column is not None:  # the renumbering the features were made with
         image_split = dataclasses.replace(image_split, label_order={int(k): v for k, v in order.items()})
-    if selection == "histogram":
+    criterion = check_selection(selection, k2=k)
+    if criterion.needs_labels:
         stats = stats if stats is not None and k in stats.k1_values else gather_class_statistics(mf, [k])
-        sets = top_k_per_class(stats.histogram(k).cpu(), k)
-        described = (f"Algorithm 1 (k1 = k2 = {k}) from labelled statistics of {stats.num_samples} training images")
-    elif selection == "label-free":
-        sets = top_k_per_class(label_free_scores(mf.weight, mf.train_features.mean(0)), k)
+        sets = top_k_per_class(criterion.scores(CriterionInputs.from_statistics(stats, weight=mf.weight, k1=k, k=k)), k)
+        described = (f"Algorithm 1 (k1 = k2 = {k}) from labelled statistics of {stats.num_samples} training images"
+                     if selection == "histogram" else
+                     f"{selection}, score {criterion.help} (k1 = k2 = {k}) from labelled statistics of "
+                     f"{stats.num_samples} training images")
+    else:  # the mean over the feature rows themselves: their images may carry no labels
+        sets = top_k_per_class(criterion.scores(CriterionInputs(weight=mf.weight, overall_mean=mf.train_features.mean(0),
+                                                                k=k)), k)
         described = (f"label-free, score W_cj * mean_j over {mf.train_features.shape[0]} images "
-                     f"(no labels used)")
-    else:
-        raise DecompValueError(f"selection={selection!r} is not one of histogram, label-free")
+                     f"(no labels used)" if selection == "label-free" else
+                     f"{selection}, score {criterion.help} over {mf.train_features.shape[0]} images (no labels used)")
     if classes is None and num_images is None:
         classes = mf.label_names[:10]
     safe = mf.name.replace("/", "_").replace(":", "_")
@@ -231,7 +237,7 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
             features[name] = timed(f"features:{name}", lambda name=name: load(name))
         primary = features[settings.models[0]]
         k1_needed = sorted({settings.k1, *(settings.sweep_k1 if "sweep" in wanted else ())})
-        check_k("k1", k1_needed, primary.num_features)
+        check_k_values("k1", k1_needed, primary.num_features)
         stats = timed("statistics:primary", lambda: gather_class_statistics(primary, k1_needed))
         rows = []
         if wanted & {"depth", "noise"}:

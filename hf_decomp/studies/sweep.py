@@ -15,8 +15,9 @@ from ..method.selection import top_k_per_class
 from ..method.statistics import ClassStatistics
 from ..passes.evaluation import count_correct
 from ..portable.decomposed_head import DecomposedLinear
+from ..utils.checks import check_k_values
 from ..utils.markdown import markdown_table
-from .common import ModelFeatures, StudyResult, batched, check_k
+from .common import ModelFeatures, StudyResult, batched
 from .histograms import gather_class_statistics
 from .plotting import annotated_heatmap, plt, save_figure
 
@@ -33,8 +34,8 @@ def sweep_grid(mf: ModelFeatures, k1_values, k2_values, stats: ClassStatistics |
         dict with ``k1_values``, ``k2_values``, ``full_accuracy`` (percent), ``decomposed_accuracy`` and
         ``rho`` as nested lists indexed [k1][k2], and ``statistics_passes`` / ``evaluation_passes`` (1 each).
     """
-    k1_values = check_k("k1", k1_values, mf.num_features)
-    k2_values = check_k("k2", k2_values, mf.num_features)
+    k1_values = check_k_values("k1", k1_values, mf.num_features)
+    k2_values = check_k_values("k2", k2_values, mf.num_features)
     if stats is None or not set(k1_values) <= set(stats.k1_values):
         stats = gather_class_statistics(mf, k1_values)
     heads = {(k1, k2): DecomposedLinear(mf.weight, mf.bias, top_k_per_class(stats.histogram(k1).cpu(), k2))
