@@ -7,7 +7,7 @@ import torch.nn as nn
 from conftest import SHARED, requires_shared
 from helpers_models import ColourNet, save_tiny_timm_model, save_tiny_transformers_model
 
-import hf_decomp  # noqa: F401  (registers the CIFAR ResNets)
+import hf_decomp.models  # noqa: F401  (registers the CIFAR ResNets in timm)
 from hf_decomp.models import adapt_timm_model, load_classifier
 from hf_decomp.models.cifar_resnet import convert_checkpoint
 from hf_decomp.utils.errors import DecompFileError, DecompValueError, UnsupportedHeadError
