@@ -200,18 +200,20 @@ def test_the_package_is_lazy_but_keeps_its_public_names():
 import json, sys
 import hf_decomp
 before = [m for m in ("torch", "timm", "transformers", "datasets") if m in sys.modules]
+utils = hf_decomp.utils.__name__  # a subpackage not imported yet, reached as an attribute
 names = sorted(hf_decomp.__all__)
 ok = all(name in dir(hf_decomp) for name in names)
 from hf_decomp import analyze, load_classifier, DecomposedLinear, InfluentialIndices
 import timm
 print(json.dumps({"before": before, "ok": ok, "names": names, "cifar": "cifar10_resnet20" in timm.list_models(),
-                  "analyze": analyze.__module__, "sub": hf_decomp.models.__name__}))
+                  "analyze": analyze.__module__, "sub": hf_decomp.models.__name__, "utils": utils}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env=_env())
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["before"] == [] and result["ok"] and result["cifar"]
     assert result["analyze"] == "hf_decomp.analysis.run" and result["sub"] == "hf_decomp.models"
+    assert result["utils"] == "hf_decomp.utils"
     assert {"analyze", "AnalysisResult", "ClassStatistics", "ClassifierAdapter", "DecomposedLinear",
             "InfluentialIndices", "load_classifier", "select_from_statistics", "push_to_hub",
             "DecomposedForImageClassification"} <= set(result["names"])

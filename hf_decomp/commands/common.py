@@ -113,6 +113,15 @@ def criterion_choices(scope: str = "refit") -> tuple[str, ...]:
     return names[scope]
 
 
+CRITERION_HELP = {
+    "histogram": "Algorithm 1 (the paper)",
+    "contribution": "W_cj (mean_c(x_j) - mean(x_j))",
+    "label-free": "W_cj mean(x_j)",
+    "sparse-glm": "elastic-net entry order",
+    "pruning": "iterative contribution pruning with refits (best, slowest)",
+}
+
+
 class _DeprecatedAlias(argparse.Action):
     """An old spelling: stores like the new flag and prints one warning line naming it."""
 
@@ -211,11 +220,10 @@ def add_selection_arguments(parser: argparse.ArgumentParser, *, k1: bool = True,
         if k_alias:
             add_deprecated_alias(group, "--k", "--k2", "k2", type=k_type)
     if criterion is not None:
-        group.add_argument("--criterion", default=criterion_default, choices=criterion_choices(criterion),
-                           help="how features are ranked per class: histogram = Algorithm 1 (the paper); "
-                                "contribution = W_cj (mean_c(x_j) - mean(x_j)); label-free = W_cj mean(x_j)"
-                                + ("; sparse-glm = elastic-net entry order; pruning = iterative contribution "
-                                   "pruning with refits (best, slowest)" if criterion == "refit" else ""))
+        names = criterion_choices(criterion)
+        group.add_argument("--criterion", default=criterion_default, choices=names,
+                           help="how features are ranked per class: "
+                                + "; ".join(f"{name} = {CRITERION_HELP[name]}" for name in names))
         add_deprecated_alias(group, "--method", "--criterion", "criterion")
     if bias_correction:
         group.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=False,
@@ -225,13 +233,14 @@ def add_selection_arguments(parser: argparse.ArgumentParser, *, k1: bool = True,
 
 
 def add_grid_arguments(parser: argparse.ArgumentParser, *, k1: tuple[int, ...] | None = PAPER_GRID,
-                       k2: tuple[int, ...] | None = PAPER_GRID, aliases: dict[str, str] | None = None) -> None:
+                       k2: tuple[int, ...] | None = PAPER_GRID, aliases: dict[str, str] | None = None,
+                       purpose: str = "values the study sweeps") -> None:
     """``--k1-grid`` / ``--k2-grid`` (space- or comma-separated); ``aliases`` = {old flag: new flag}."""
     group = parser.add_argument_group("grids")
     for name, default in (("k1", k1), ("k2", k2)):
         if default is not None:
             group.add_argument(f"--{name}-grid", nargs="+", type=int_list, action=_Flatten, default=list(default),
-                               metavar="N", help=f"{name} values the study sweeps")
+                               metavar="N", help=f"{name} {purpose}")
     for old, new in (aliases or {}).items():
         add_deprecated_alias(group, old, new, new.lstrip("-").replace("-", "_"), type=int_list)
 
@@ -280,12 +289,13 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
                        help="channels-last inputs and weights (faster convolutions on recent GPUs)")
 
 
-def add_layer_arguments(parser: argparse.ArgumentParser, default: list[str] | None = None) -> None:
+def add_layer_arguments(parser: argparse.ArgumentParser, default: list[str] | None = None,
+                        purpose: str = "also analyze these layers in the same pass") -> None:
     """``--layers`` (module names, timm feature_info.N, all-blocks, final) and ``--list-layers``."""
     group = parser.add_argument_group("layers")
     group.add_argument("--layers", nargs="+", default=default, metavar="NAME",
-                       help="also analyze these layers in the same pass: module names as model.named_modules() "
-                            "prints them, feature_info.N, 'all-blocks' or 'final'")
+                       help=f"{purpose}: module names as model.named_modules() prints them, feature_info.N, "
+                            "'all-blocks' or 'final'")
     group.add_argument("--list-layers", action="store_true", help="print the model's layer names and exit")
 
 

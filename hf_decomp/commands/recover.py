@@ -119,49 +119,30 @@ def _print_accuracies(metrics: dict, label: str, validation: float | None = None
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..recovery.finetune import build_decomposed_model, evaluate_model, finetune, training_transform
-    from ..recovery.heads import card_metrics
+    from ..recovery.heads import finetune_recovered_head
+    from ..utils.errors import DecompValueError
     from ..utils.files import atomic_write_json, check_output_dir, staged_output_dir
 
     check_output_dir(args.out, args.overwrite)
     if args.streaming:
-        from ..utils.errors import DecompValueError
-
         raise DecompValueError("finetune needs a sized, shuffleable training split; drop --streaming.")
     if args.eval_every < 0:
-        from ..utils.errors import DecompValueError
-
         raise DecompValueError(f"--eval-every {args.eval_every} must be >= 0 epochs")
     adapter, fit, validation, test, head, metrics = _recovered_head(args)
     print(f"refit: validation {metrics['validation']['decomposed_accuracy']:.2f} % "
           f"(full {metrics['validation']['full_accuracy']:.2f} %); fine-tuning {args.epochs} epoch(s) on "
           f"{fit.num_rows} images")
-    model = build_decomposed_model(adapter, head, selection_method=args.criterion, k2=args.k2)
-    steps_per_epoch = max(1, (fit.num_rows or 0) // args.train_batch_size)
-    eval_every = max(1, round(args.eval_every * steps_per_epoch)) if args.eval_every else None
-    result = finetune(model, fit, transform=training_transform(adapter, args.augment),
-                      val_split=validation, eval_every=eval_every, eval_transform=adapter.transform,
-                      val_start_accuracy=metrics["validation"]["decomposed_accuracy"],
-                      epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-                      batch_size=args.train_batch_size, num_workers=args.num_workers, out_dir=None,
-                      seed=args.seed, teacher=adapter if args.distill > 0 else None, distill=args.distill,
-                      temperature=args.temperature, freeze_bn=args.freeze_bn, clip_grad=args.clip_grad,
-                      backbone_lr_scale=args.backbone_lr_scale, head_warmup=args.head_warmup)
-    model = result.model
-    # the test split, read once, for the model chosen on validation
-    final = evaluate_model(model, test, adapter.transform, num_workers=args.num_workers)["accuracy"]
-    metrics["refit_accuracy"] = metrics["decomposed_accuracy"]
-    metrics["finetune"] = result.metrics
-    metrics["validation"]["refit_accuracy"] = metrics["validation"]["decomposed_accuracy"]
-    metrics["validation"]["finetuned_accuracy"] = result.metrics["validation"]["accuracy"]
-    metrics["finetuned_accuracy"] = final
-    metrics["finetuned_rho"] = final / metrics["full_accuracy"] if metrics["full_accuracy"] else None
-    model.config.metrics = card_metrics(metrics, args.dataset, args.stats_split)
+    model, result, metrics = finetune_recovered_head(
+        adapter, fit, validation, test, head, metrics, criterion=args.criterion, k2=args.k2, epochs=args.epochs,
+        lr=args.lr, weight_decay=args.weight_decay, train_batch_size=args.train_batch_size, augment=args.augment,
+        distill=args.distill, temperature=args.temperature, freeze_bn=args.freeze_bn, clip_grad=args.clip_grad,
+        backbone_lr_scale=args.backbone_lr_scale, head_warmup=args.head_warmup, eval_every=args.eval_every,
+        num_workers=args.num_workers, seed=args.seed, dataset=args.dataset, stats_split=args.stats_split)
     with staged_output_dir(args.out, args.overwrite) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         atomic_write_json(staging / "metrics.json", metrics)
         atomic_write_json(staging / "finetune.json", {"metrics": result.metrics, "history": result.history})
-    _print_accuracies(metrics, "fine-tuned", result.metrics["validation"]["accuracy"], final)
+    _print_accuracies(metrics, "fine-tuned", result.metrics["validation"]["accuracy"], metrics["finetuned_accuracy"])
     print(f"(refit before fine-tuning: test {metrics['refit_accuracy']:.2f} %; model chosen at step "
           f"{result.metrics['validation']['best_step']} of {result.metrics['steps']} on validation)")
     print(f"model in {args.out}/ (config.json, model.safetensors; load with "

@@ -87,7 +87,8 @@ def register(subparsers) -> None:
     add_selection_arguments(csg, k2=False)
     refuse_flag(csg, "--k2", "csg compares the set sizes given with --k2-grid (e.g. --k2-grid 5 10)")
     csg.add_argument("--csg-epochs", type=int, default=5, help="training epochs of the Class-Specific Gates")
-    add_grid_arguments(csg, k1=None, k2=(5,), aliases={"--k-values": "--k2-grid"})
+    add_grid_arguments(csg, k1=None, k2=(5,), aliases={"--k-values": "--k2-grid"},
+                       purpose="set sizes the gates are compared with Algorithm 1 at")
     csg.set_defaults(func=run_single, study="csg")
 
     maps = subparsers.add_parser(
@@ -213,7 +214,7 @@ def run_activation_maps(args: argparse.Namespace) -> int:
     if args.num_images is not None and args.classes:
         raise DecompValueError("give --classes or --num-images, not both")
     from ..data import default_eval_split, load_image_split
-    from ..studies.activation_maps import feature_maps_function, select_images
+    from ..studies.activation_maps import feature_maps_function, label_free_features, select_images
     from ..studies.efficientnet_lite0 import load_study_model
 
     adapter = load_study_model(args.model)
@@ -225,7 +226,8 @@ def run_activation_maps(args: argparse.Namespace) -> int:
             select_images(images, adapter.label_names, None, args.num_images, args.seed)  # raises, naming the count
     # label-free: the feature mean comes from the images' own split, no labels are read for the selection
     mf = (_single_study_features(args, adapter) if args.criterion == "histogram"
-          else _label_free_features(args, adapter))
+          else label_free_features(adapter, args.dataset, args.eval_split, limit=args.limit, seed=args.seed,
+                                   batch_size=args.batch_size, num_workers=args.num_workers))
     settings = {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
     with staged_output_dir(args.out, args.overwrite) as staging:
         result = dataset_activation_study(mf, args.dataset, staging, k=args.k2, selection=args.criterion,
@@ -235,17 +237,3 @@ def run_activation_maps(args: argparse.Namespace) -> int:
         write_report([result], staging, settings, title=f"hf-decomp activation maps: {mf.name}")
     print(f"grid in {args.out}/activation_maps.png")
     return 0
-
-
-def _label_free_features(args, adapter):
-    """ModelFeatures whose 'train' features are the unlabeled images of --eval-split (for the label-free mean)."""
-    from ..data import default_eval_split, load_image_split
-    from ..passes.feature_cache import cached_features
-    from ..studies.common import ModelFeatures
-
-    split = load_image_split(args.dataset, args.eval_split or default_eval_split(args.dataset), limit=args.limit,
-                             require_labels=False, seed=args.seed)
-    features, labels = cached_features(adapter, split, batch_size=args.batch_size, num_workers=args.num_workers)
-    mf = ModelFeatures(adapter.name, adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu(),
-                       adapter.label_names, features, labels, features[:0], labels[:0], adapter=adapter)
-    return mf

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     group.add_argument("--mass-fraction", type=float, default=0.5, metavar="K",
                        help="mass fraction k of Psi_k (and of the fractional-k sets), in (0, 1]")
     add_deprecated_alias(group, "--k", "--mass-fraction", "mass_fraction", type=float)
-    add_layer_arguments(parser, default=["all-blocks"])
+    add_layer_arguments(parser, default=["all-blocks"], purpose="layers whose selectivity is measured")
     add_run_arguments(parser, "runs/selectivity")
     parser.set_defaults(func=run)
 

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     )
     add_model_arguments(parser)
     add_data_arguments(parser, only=("dataset", "stats_split", "eval_split", "batch_size"),
-                       eval_split={"default": "test"})
+                       eval_split={"default": "test", "help": "split accuracies are measured on"})
     add_deprecated_alias(parser, "--train-split", "--stats-split", "stats_split")
     group = parser.add_argument_group("specialization")
     group.add_argument("--classes", required=True, help="class names or ids, comma-separated (e.g. cat,dog or 3,5)")

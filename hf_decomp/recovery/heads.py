@@ -20,7 +20,7 @@ from ..utils.checks import check_k
 from ..utils.errors import DecompValueError
 from .refit import METHODS, check_labelled, decompose_head
 
-__all__ = ["build_recovered_head", "save_recovered_head", "card_metrics"]
+__all__ = ["build_recovered_head", "save_recovered_head", "card_metrics", "finetune_recovered_head"]
 
 
 def _cached(adapter, split, cache_dir, batch_size, num_workers):
@@ -143,3 +143,44 @@ def card_metrics(metrics: dict, dataset: str | None, stats_split: str) -> dict:
             "validation": {"split": metrics["val_split"], "samples": val["samples"],
                            "full_accuracy": val["full_accuracy"], "decomposed_accuracy": val["finetuned_accuracy"],
                            "rho": val["finetuned_accuracy"] / val["full_accuracy"] if val["full_accuracy"] else None}}
+
+
+def finetune_recovered_head(adapter, fit, validation, test, head, metrics: dict, *, criterion: str, k2: int,
+                            epochs: float = 1.0, lr: float = 0.01, weight_decay: float = 1e-4,
+                            train_batch_size: int = 128, augment: bool = True, distill: float = 0.0,
+                            temperature: float = 4.0, freeze_bn: bool = False, clip_grad: float | None = None,
+                            backbone_lr_scale: float = 1.0, head_warmup: float = 0.0, eval_every: float = 0.25,
+                            num_workers: int | None = None, seed: int = 0, dataset: str | None = None,
+                            stats_split: str = "train"):
+    """Fine-tune the whole decomposed network built from a :func:`build_recovered_head` head.
+
+    ``eval_every`` (epochs) evaluates on ``validation`` and keeps the best model (0: keep the last);
+    the test split is read once, at the end, for the chosen model. Returns (model, FinetuneResult,
+    metrics) with ``metrics`` extended by the refit and fine-tuned accuracies (test and validation).
+    """
+    from .finetune import build_decomposed_model, evaluate_model, finetune, training_transform
+
+    if eval_every < 0:
+        raise DecompValueError(f"--eval-every {eval_every} must be >= 0 epochs")
+    model = build_decomposed_model(adapter, head, selection_method=criterion, k2=k2)
+    steps_per_epoch = max(1, (fit.num_rows or 0) // train_batch_size)
+    every = max(1, round(eval_every * steps_per_epoch)) if eval_every else None
+    result = finetune(model, fit, transform=training_transform(adapter, augment),
+                      val_split=validation, eval_every=every, eval_transform=adapter.transform,
+                      val_start_accuracy=metrics["validation"]["decomposed_accuracy"],
+                      epochs=epochs, lr=lr, weight_decay=weight_decay,
+                      batch_size=train_batch_size, num_workers=num_workers, out_dir=None,
+                      seed=seed, teacher=adapter if distill > 0 else None, distill=distill,
+                      temperature=temperature, freeze_bn=freeze_bn, clip_grad=clip_grad,
+                      backbone_lr_scale=backbone_lr_scale, head_warmup=head_warmup)
+    model = result.model
+    # the test split, read once, for the model chosen on validation
+    final = evaluate_model(model, test, adapter.transform, num_workers=num_workers)["accuracy"]
+    metrics["refit_accuracy"] = metrics["decomposed_accuracy"]
+    metrics["finetune"] = result.metrics
+    metrics["validation"]["refit_accuracy"] = metrics["validation"]["decomposed_accuracy"]
+    metrics["validation"]["finetuned_accuracy"] = result.metrics["validation"]["accuracy"]
+    metrics["finetuned_accuracy"] = final
+    metrics["finetuned_rho"] = final / metrics["full_accuracy"] if metrics["full_accuracy"] else None
+    model.config.metrics = card_metrics(metrics, dataset, stats_split)
+    return model, result, metrics
