@@ -112,7 +112,7 @@ def test_finetune_command_chooses_on_validation_and_exports_a_loadable_model(tmp
     from transformers import pipeline
 
     from hf_decomp.cli import main
-    from hf_decomp.portable.modeling_decomp import DecomposedForImageClassification
+    from hf_decomp.hub import DecomposedForImageClassification  # registers the Auto classes pipeline() needs
 
     tiny = save_tiny_timm_model(tmp_path / "timm")
     out = tmp_path / "ft"
