@@ -15,7 +15,7 @@ from ..data import default_eval_split, load_image_split
 from ..data.holdout import DEFAULT_VAL_SIZE, hold_out
 from ..data.labels import align_labels, to_model_labels
 from ..models import load_classifier
-from ..passes.feature_cache import cached_features
+from ..passes import feature_cache
 from ..utils.checks import check_k
 from ..utils.errors import DecompValueError
 from .refit import METHODS, check_labelled, decompose_head
@@ -30,7 +30,9 @@ def _cached(adapter, split, cache_dir, batch_size, num_workers):
         # FeatureCache.write clears its folder: never do that to a folder that is not a feature cache
         raise DecompValueError(f"--cache-dir: {directory} holds files but is not an hf-decomp feature cache "
                                f"(no meta.json). Choose an empty or new folder.")
-    return cached_features(adapter, split, directory=directory, batch_size=batch_size, num_workers=num_workers)
+    # looked up at call time: tests replace feature_cache.cached_features to prove no features are computed
+    return feature_cache.cached_features(adapter, split, directory=directory, batch_size=batch_size,
+                                         num_workers=num_workers)
 
 
 def _accuracy(logits, labels) -> float:
