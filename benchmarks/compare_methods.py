@@ -1,7 +1,7 @@
 """Comparison table: decomposed accuracy and rho per selection method, with/without bias correction and refit.
 
-    python benchmarks/compare_methods.py --models cifar10_resnet20 cifar10_resnet56 \
-        --ks 1 2 3 5 10 20 --out runs/compare [--finetune-metrics runs/finetune/metrics.json]
+    python benchmarks/compare_methods.py --model cifar10_resnet20 cifar10_resnet56 \
+        --k2-grid 1 2 3 5 10 20 --out runs/compare [--finetune-metrics runs/finetune/metrics.json]
 
 Uses the cached CIFAR-10 train/test features (computed once if missing). ``--val-split`` (default
 5,000) holds a seeded, class-stratified part of train out for validation (or names a split); the
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from hf_decomp.commands.common import add_deprecated_alias
 from hf_decomp.data import load_image_split
 from hf_decomp.data.holdout import DEFAULT_VAL_SIZE, parse_val_split, stratified_split
 from hf_decomp.method.bias_correction import bias_corrected_head
@@ -100,10 +101,12 @@ def _describe_split(split: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["cifar10_resnet20", "cifar10_resnet56"])
+    parser.add_argument("--model", nargs="+", default=["cifar10_resnet20", "cifar10_resnet56"], metavar="NAME")
     parser.add_argument("--methods", nargs="+", default=["histogram", "contribution", "label-free", "pruning"],
                         choices=list_criteria(set_size="k"))
-    parser.add_argument("--ks", nargs="+", type=int, default=[1, 2, 3, 5, 10, 20])
+    parser.add_argument("--k2-grid", nargs="+", type=int, default=[1, 2, 3, 5, 10, 20], metavar="N",
+                        help="features kept per class to compare")
+    add_deprecated_alias(parser, "--ks", "--k2-grid", "k2_grid", type=int, nargs="+")
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--val-split", default=str(DEFAULT_VAL_SIZE),
                         help="images held out from train (seeded, stratified) or a split name; choices are made on it")
@@ -122,10 +125,10 @@ def main() -> None:
     if args.reuse:
         earlier = json.loads(Path(args.reuse).read_text())
         rows, fulls = earlier["rows"], earlier["full_accuracy"]
-        args.models = list(fulls)
-    for name in args.models:
+        args.model = list(fulls)
+    for name in args.model:
         if name not in fulls:
-            fulls[name], model_rows = compare_model(name, args.methods, args.ks, args.max_iter, args.val_split,
+            fulls[name], model_rows = compare_model(name, args.methods, args.k2_grid, args.max_iter, args.val_split,
                                                     args.seed, args.keep)
             rows += model_rows
     finetuned = []
@@ -149,7 +152,7 @@ def main() -> None:
              "plain = original weights and biases on the kept features; +corr = bias correction "
              "b_c += sum_{j not in I_c} W_cj mean(x_j); +corr+refit = kept weights and biases refit with "
              "L-BFGS on the fit features (backbone untouched). rho = decomposed / full accuracy (test).", ""]
-    for name in args.models:
+    for name in args.model:
         lines += [f"## {name} (full accuracy: test {fulls[name]['test']:.2f} %, validation "
                   f"{fulls[name]['validation']:.2f} %)", ""]
         table = [[r["method"], r["k"], "" if r.get("keep") is None else f"{r['keep']:g}",

@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(f"hf_decomp.commands.{name}").register(subparsers)
     for subparser in subparsers.choices.values():
-        # No prefix matching: `sweep --k1 5` must not silently mean `--k1-values 5`.
+        # No prefix matching: `sweep --k1 5` must not silently mean `--k1-grid 5`.
         subparser.allow_abbrev = False
     return parser
 

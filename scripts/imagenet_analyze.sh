@@ -50,7 +50,7 @@ for model in "${MODELS[@]}"; do
            --stats-split train --eval-split validation --k1 "$k1" --k2 "$K2"
            --batch-size "$BATCH_SIZE" --num-workers "$NUM_WORKERS"
            --mixed-precision "$MIXED_PRECISION" --channels-last
-           --checkpoint-minutes "$CHECKPOINT_MINUTES" --resume --out "$out")
+           --save-every-minutes "$CHECKPOINT_MINUTES" --resume --out "$out")
   # shellcheck disable=SC2206  # EXTRA_ARGS is meant to be split into words
   command+=($EXTRA_ARGS)
   echo "${command[*]}"

@@ -6,7 +6,7 @@ decomposed accuracy, noise ablation). Every process reads its own share of the d
 are reduced across processes. Writes ``report.md``, ``report.json`` and ``rho_vs_depth.png``.
 
     accelerate launch scripts/imagenet_depth_study.py --dataset ILSVRC/imagenet-1k --out runs/imagenet-depth
-    python scripts/imagenet_depth_study.py --models resnet50 --limit 20000 --eval-limit 5000
+    python scripts/imagenet_depth_study.py --model resnet50 --limit 20000 --eval-limit 5000
 
 The default model list and sizes are the paper's: k1/d = 0.05, k2 = 50.
 """
@@ -23,8 +23,11 @@ PAPER_MODELS = ("resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_r
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from hf_decomp.commands.common import add_deprecated_alias, name_list
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(PAPER_MODELS), help="comma-separated timm model names")
+    parser.add_argument("--model", nargs="+", default=list(PAPER_MODELS), metavar="NAME", help="timm model names")
+    add_deprecated_alias(parser, "--models", "--model", "model", type=name_list)
     parser.add_argument("--dataset", default="ILSVRC/imagenet-1k", help="Hub name or local folder")
     parser.add_argument("--stats-split", default="train")
     parser.add_argument("--eval-split", default="validation")
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
     accelerator = make_accelerator(cpu=args.cpu)
     if accelerator.is_main_process:
         check_output_dir(args.out, args.overwrite)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip() for name in args.model for m in name.split(",") if m.strip()]
     split_kwargs = dict(streaming=args.streaming, seed=args.seed)
     with accelerator.main_process_first():  # the main process downloads / prepares the dataset first
         train = load_image_split(args.dataset, args.stats_split, limit=args.limit, **split_kwargs)

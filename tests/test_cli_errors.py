@@ -24,10 +24,12 @@ def _argparse_error(argv, capsys) -> str:
     (["analyze", "--k1", "0"], "hf-decomp analyze: error: argument --k1: 0 must be 1 or more"),
     (["refit", "--k1", "0"], "hf-decomp refit: error: argument --k1: 0 must be 1 or more"),
     (["finetune", "--train-batch-size", "0"], "hf-decomp finetune: error: argument --train-batch-size: 0 must be 1 or more"),
-    (["sweep", "--k1", "99"], "hf-decomp sweep: error: --k1 does nothing here; sweep runs a grid: give it with --k1-values"),
-    (["sweep", "--k2", "3"], "hf-decomp sweep: error: --k2 does nothing here; sweep runs a grid: give it with --k2-values"),
-    (["csg", "--k2", "3"], "hf-decomp csg: error: --k2 does nothing here; csg compares set sizes given with --k-values"),
-    (["sweep", "--k1-value", "3"], "hf-decomp: error: unrecognized arguments: --k1-value 3"),  # no prefixes
+    (["sweep", "--k1", "99"], "hf-decomp sweep: error: --k1 does nothing here; sweep runs a grid: give it with --k1-grid"),
+    (["sweep", "--k2", "3"], "hf-decomp sweep: error: --k2 does nothing here; sweep runs a grid: give it with --k2-grid"),
+    (["csg", "--k2", "3"], "hf-decomp csg: error: --k2 does nothing here; csg compares the set sizes given with "
+                           "--k2-grid"),
+    (["sweep", "--k1-gri", "3"], "hf-decomp: error: unrecognized arguments: --k1-gri 3"),  # no prefixes
+    (["analyze", "--criterion", "pruning"], "hf-decomp analyze: error: argument --criterion: invalid choice: 'pruning'"),
 ])
 def test_bad_flags_fail_in_one_line_before_any_work(argv, message, capsys):
     assert _argparse_error(argv, capsys).startswith(message)
@@ -46,12 +48,12 @@ def features_must_not_be_computed(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sweep", "--k1-values", "1,99"], "k1-values values [99] are not integers in [1, d=96]"),
-    (["csg", "--k-values", "200"], "k-values values [200] are not integers in [1, d=96]"),
+    (["sweep", "--k1-grid", "1", "99"], "k1-grid values [99] are not integers in [1, d=96]"),
+    (["csg", "--k2-grid", "200"], "k2-grid values [200] are not integers in [1, d=96]"),
     (["histograms", "--k2", "100"], "k2=100 must be between 1 and d=96"),
     (["overlap", "--k1", "97"], "k1=97 must be between 1 and d=96"),
     (["refit", "--k1", "99"], "k1=99 must be between 1 and d=96"),
-    (["refit", "--k", "97"], "k=97 must be between 1 and d=96"),
+    (["refit", "--k2", "97"], "k2=97 must be between 1 and d=96"),
     (["analyze", "--k2", "100"], "k2=100 must be between 1 and d=96"),
 ])
 def test_k_beyond_the_feature_width_is_refused_before_the_features(argv, message, tmp_path, capsys,

@@ -112,12 +112,12 @@ def test_finetune_command_chooses_on_validation_and_exports_a_loadable_model(tmp
     from transformers import pipeline
 
     from hf_decomp.cli import main
-    from hf_decomp.portable.modeling_decomp import DecomposedForImageClassification
+    from hf_decomp.hub import DecomposedForImageClassification  # registers the Auto classes pipeline() needs
 
     tiny = save_tiny_timm_model(tmp_path / "timm")
     out = tmp_path / "ft"
-    assert main(["finetune", "--model", str(tiny), "--dataset", str(color_dataset), "--method", "contribution",
-                 "--k", "2", "--val-split", "6", "--epochs", "1", "--train-batch-size", "6", "--eval-every", "0.5",
+    assert main(["finetune", "--model", str(tiny), "--dataset", str(color_dataset), "--criterion", "contribution",
+                 "--k2", "2", "--val-split", "6", "--epochs", "1", "--train-batch-size", "6", "--eval-every", "0.5",
                  "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["val_split"] == {"kind": "held-out", "from": "train", "rows": 6, "seed": 0, "stratified": True,

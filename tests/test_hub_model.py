@@ -344,7 +344,7 @@ def test_export_cli_errors(tmp_path, capsys):
     assert "no indices.json" in capsys.readouterr().err
     InfluentialIndices([[0], [1]], 4, ["a", "b"], metadata={"base_model": "cifar10_resnet20"}).save(tmp_path / "r")
     assert main(["export", "--indices", str(tmp_path / "r"), "--out", str(tmp_path / "o"), "--model",
-                 "cifar10_resnet20", "--checkpoint", str(tmp_path / "missing.th")]) == 2
+                 "cifar10_resnet20", "--weights", str(tmp_path / "missing.th")]) == 2
     assert not (tmp_path / "o").exists()
 
 

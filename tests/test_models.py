@@ -7,7 +7,7 @@ import torch.nn as nn
 from conftest import SHARED, requires_shared
 from helpers_models import ColourNet, save_tiny_timm_model, save_tiny_transformers_model
 
-import hf_decomp  # noqa: F401  (registers the CIFAR ResNets)
+import hf_decomp.models  # noqa: F401  (registers the CIFAR ResNets in timm)
 from hf_decomp.models import adapt_timm_model, load_classifier
 from hf_decomp.models.cifar_resnet import convert_checkpoint
 from hf_decomp.utils.errors import DecompFileError, DecompValueError, UnsupportedHeadError
@@ -75,7 +75,7 @@ def test_a_timm_checkpoint_file_with_its_architecture(tmp_path):
     save_file(model.state_dict(), tmp_path / "weights.safetensors")
     adapter = load_classifier("timm:test_resnet", checkpoint=tmp_path / "weights.safetensors")
     assert adapter.num_classes == 5 and torch.equal(adapter.weight, model.get_classifier().weight)
-    with pytest.raises(DecompValueError, match="--checkpoint"):
+    with pytest.raises(DecompValueError, match="--weights"):
         load_classifier(str(tmp_path / "weights.safetensors"))
 
 
@@ -100,7 +100,7 @@ def test_unknown_names_list_the_accepted_forms():
 
 
 def test_offline_hub_models_fail_with_a_hint_for_local_weights():
-    with pytest.raises(DecompFileError, match="--checkpoint"):
+    with pytest.raises(DecompFileError, match="--weights"):
         load_classifier("timm:resnet18.a1_in1k")
 
 

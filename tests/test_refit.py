@@ -144,9 +144,9 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     from hf_decomp.cli import main
 
     cache = tmp_path / "cache"
-    common = ["--dataset", str(color_dataset), "--cache-dir", str(cache), "--num-workers", "0", "--k", "2",
+    common = ["--dataset", str(color_dataset), "--cache-dir", str(cache), "--num-workers", "0", "--k2", "2",
               "--val-split", "6"]
-    assert main(["refit", "--model", str(tiny_timm), "--method", "contribution", "--out", str(tmp_path / "r"),
+    assert main(["refit", "--model", str(tiny_timm), "--criterion", "contribution", "--out", str(tmp_path / "r"),
                  *common]) == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["k"] == 2 and metrics["multiply_adds"]["decomposed"] == 6
@@ -156,12 +156,14 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     from helpers_models import save_tiny_timm_model
 
     other = save_tiny_timm_model(tmp_path / "other", num_classes=3, input_size=16)
-    assert main(["refit", "--model", str(other), "--method", "contribution", "--out", str(tmp_path / "r2"),
+    assert main(["refit", "--model", str(other), "--criterion", "contribution", "--out", str(tmp_path / "r2"),
                  *common]) == 2
     assert "was made for other inputs" in capsys.readouterr().err
-    assert main(["refit", "--model", str(tiny_timm), "--method", "magic", "--out", str(tmp_path / "r3"),
-                 *common]) == 2
-    assert "Known criteria: histogram, contribution" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse's choices, before anything is loaded
+        main(["refit", "--model", str(tiny_timm), "--criterion", "magic", "--out", str(tmp_path / "r3"), *common])
+    assert info.value.code == 2
+    assert "argument --criterion: invalid choice: 'magic' (choose from 'histogram', 'contribution'" \
+        in capsys.readouterr().err
     # a folder that is not a feature cache is never cleared
     (tmp_path / "mine" / "train").mkdir(parents=True)
     (tmp_path / "mine" / "train" / "notes.txt").write_text("keep me")

@@ -85,7 +85,7 @@ def test_bad_checkpoint_settings():
 def test_sigkill_mid_pass_then_resume_gives_the_uninterrupted_result(tmp_path, caplog):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "hf_decomp", "analyze", "--limit", "192", "--eval-limit", "96",
-               "--batch-size", "4", "--num-workers", "0", "--checkpoint-every", "1", "--out", str(out)]
+               "--batch-size", "4", "--num-workers", "0", "--save-every", "1", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

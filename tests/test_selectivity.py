@@ -162,7 +162,7 @@ def test_selectivity_cli_and_report_study(tmp_path, color_dataset, capsys):
     err = capsys.readouterr().err
     assert "hf-decomp selectivity: error: layer 'layer9.0' is not a module of ResNet. Close matches: layer" in err
     report_out = tmp_path / "report"
-    assert main(["report", "--models", model, "--dataset", str(color_dataset), "--k1", "2", "--studies", "selectivity",
+    assert main(["report", "--model", model, "--dataset", str(color_dataset), "--k1", "2", "--studies", "selectivity",
                  "--num-workers", "0", "--out", str(report_out)]) == 0
     assert "## Selectivity against depth" in (report_out / "report.md").read_text()
 

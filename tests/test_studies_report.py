@@ -57,8 +57,8 @@ def test_run_report_collects_every_feature_study(tmp_path):
 def test_cli_report_on_a_tiny_timm_model(tmp_path, color_dataset, capsys):
     model = str(save_tiny_timm_model(tmp_path / "tiny"))
     out = tmp_path / "report"
-    code = main(["report", "--models", model, "--dataset", str(color_dataset), "--k1", "2", "--k2", "2",
-                 "--sweep-k1", "1,2", "--sweep-k2", "1,3", "--csg-epochs", "1",
+    code = main(["report", "--model", model, "--dataset", str(color_dataset), "--k1", "2", "--k2", "2",
+                 "--k1-grid", "1", "2", "--k2-grid", "1", "3", "--csg-epochs", "1",
                  "--studies", "depth,noise,histograms,sweep,overlap,csg,activation-maps", "--num-workers", "0",
                  "--out", str(out)])
     assert code == 0
@@ -74,13 +74,13 @@ def test_cli_report_on_a_tiny_timm_model(tmp_path, color_dataset, capsys):
 def test_cli_bad_inputs_exit_2(tmp_path, color_dataset, capsys):
     model = str(save_tiny_timm_model(tmp_path / "tiny"))
     common = ["--model", model, "--dataset", str(color_dataset), "--num-workers", "0"]
-    assert main(["sweep", *common, "--k1-values", "", "--out", str(tmp_path / "s")]) == 2
-    assert "k1-values grid is empty; give at least one value, e.g. --k1-values 1,5,10" in capsys.readouterr().err
+    assert main(["sweep", *common, "--k1-grid", "", "--out", str(tmp_path / "s")]) == 2
+    assert "k1-grid grid is empty; give at least one value, e.g. --k1-grid 1,5,10" in capsys.readouterr().err
     assert main(["activation-maps", *common, "--layer", "nope", "--out", str(tmp_path / "a")]) == 2
     assert "Layer 'nope' does not exist" in capsys.readouterr().err
     assert main(["activation-maps", *common, "--num-images", "99", "--out", str(tmp_path / "b")]) == 2
     assert "99 images requested but" in capsys.readouterr().err
-    assert main(["activation-maps", *common, "--selection", "label-free", "--num-images", "2",
+    assert main(["activation-maps", *common, "--criterion", "label-free", "--num-images", "2",
                  "--out", str(tmp_path / "c")]) == 0
     assert "label-free, score W_cj * mean_j over 24 images" in (tmp_path / "c" / "report.md").read_text()
 
@@ -93,7 +93,7 @@ def test_imagenet_depth_script_runs_on_random_weights(tmp_path, color_dataset):
         sys.path.remove(str(ROOT / "scripts"))
     out = tmp_path / "depth"
     code = imagenet_depth_study.main([
-        "--models", "test_resnet,test_efficientnet", "--dataset", str(color_dataset), "--eval-split", "test",
+        "--model", "test_resnet", "test_efficientnet", "--dataset", str(color_dataset), "--eval-split", "test",
         "--no-pretrained", "--limit", "6", "--eval-limit", "4", "--num-workers", "0", "--batch-size", "4",
         "--out", str(out)])
     assert code == 0

@@ -200,7 +200,7 @@ def test_a_damaged_cifar_checkpoint_is_refused_in_conversion(tmp_path, content, 
 def test_a_malicious_checkpoint_through_the_cli_is_one_error_line(color_dataset, tmp_path, capfd):
     from hf_decomp.cli import main
 
-    code = main(["analyze", "--model", "cifar10_resnet20", "--checkpoint", str(_malicious(tmp_path / "w.pth")),
+    code = main(["analyze", "--model", "cifar10_resnet20", "--weights", str(_malicious(tmp_path / "w.pth")),
                  "--dataset", str(color_dataset), "--out", str(tmp_path / "out")])
     captured = capfd.readouterr()
     assert code == 2 and "Traceback" not in captured.err and "code ran while loading" not in captured.out

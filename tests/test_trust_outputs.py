@@ -94,14 +94,14 @@ def test_checkpoint_weights_and_resume_folder_are_inputs(color_dataset, tmp_path
     weights = tmp_path / "weights" / "model.safetensors"
     weights.parent.mkdir()
     weights.write_bytes(b"weights")
-    assert main(["analyze", "--dataset", str(color_dataset), "--checkpoint", str(weights),
+    assert main(["analyze", "--dataset", str(color_dataset), "--weights", str(weights),
                  "--out", str(weights.parent), "--overwrite"]) == 2
-    assert "contains the input --checkpoint" in capsys.readouterr().err
+    assert "contains the input --weights" in capsys.readouterr().err
     checkpoints = tmp_path / "run" / "ck"
     checkpoints.mkdir(parents=True)
-    assert main(["analyze", "--dataset", str(color_dataset), "--checkpoint-dir", str(checkpoints), "--resume",
+    assert main(["analyze", "--dataset", str(color_dataset), "--resume-dir", str(checkpoints), "--resume",
                  "--out", str(tmp_path / "run"), "--overwrite"]) == 2
-    assert "contains the input --checkpoint-dir" in capsys.readouterr().err
+    assert "contains the input --resume-dir" in capsys.readouterr().err
     assert weights.read_bytes() == b"weights" and checkpoints.is_dir()
 
 

@@ -113,7 +113,7 @@ def test_edited_checkpoint_metadata_is_one_clear_error(color_dataset, tmp_path, 
     model = tiny_colour_model(tmp_path / "model")
     out = tmp_path / "run"
     adapter_run = ["analyze", "--model", str(model), "--dataset", str(color_dataset), "--out", str(out),
-                   "--k1", "2", "--k2", "2", "--num-workers", "0", "--batch-size", "8", "--checkpoint-every", "1"]
+                   "--k1", "2", "--k2", "2", "--num-workers", "0", "--batch-size", "8", "--save-every", "1"]
     module = importlib.import_module("hf_decomp.analysis.run")
 
     with monkeypatch.context() as patch:
@@ -158,12 +158,12 @@ def test_damaged_feature_cache_is_one_clear_error(damage, color_dataset, tmp_pat
     capsys.readouterr()
     assert main(["refit", "--model", str(tiny_colour_model(tmp_path / "model")), "--dataset", str(color_dataset),
                  "--cache-dir", str(tmp_path / "refit-cache"), "--out", str(tmp_path / "refit"), "--num-workers", "0",
-                 "--k", "2", "--method", "histogram", "--val-split", "6"]) == 0
+                 "--k2", "2", "--criterion", "histogram", "--val-split", "6"]) == 0
     train_cache = tmp_path / "refit-cache" / "train"
     (train_cache / "meta.json").write_text("\x00garbage")
     capsys.readouterr()
     assert main(["refit", "--model", str(tmp_path / "model"), "--dataset", str(color_dataset),
                  "--cache-dir", str(tmp_path / "refit-cache"), "--out", str(tmp_path / "refit2"),
-                 "--num-workers", "0", "--k", "2", "--method", "histogram", "--val-split", "6"]) == 2
+                 "--num-workers", "0", "--k2", "2", "--criterion", "histogram", "--val-split", "6"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hf-decomp refit: error: Feature cache") and "is damaged" in err[0]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..method.criteria import list_criteria
 from .common import (
+    HelpFormatter,
     add_data_arguments,
     add_layer_arguments,
     add_model_arguments,
-    add_output_arguments,
+    add_resume_arguments,
     add_run_arguments,
-    int_or_fraction,
+    add_selection_arguments,
+    add_speed_arguments,
 )
 
 
@@ -21,30 +22,21 @@ def register(subparsers) -> None:
         help="find influential features per class and evaluate the decomposed classifier",
         description="Gather top-k1 statistics on the statistics split, select k2 influential features per "
                     "class (Algorithm 1), and evaluate full vs decomposed accuracy and the noise ablation.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_model_arguments(parser)
     add_data_arguments(parser)
-    selection = parser.add_argument_group("selection")
-    selection.add_argument("--k1", type=int_or_fraction, default=5,
-                           help="top features per sample that vote (or a fraction of each layer's width, e.g. 0.1)")
-    selection.add_argument("--k2", type=int_or_fraction, default=5,
-                           help="influential features kept per class (or a fraction of each layer's width)")
-    selection.add_argument("--coverage", type=float, default=None,
+    selection = add_selection_arguments(parser, fractions=True, criterion="statistics", bias_correction=True)
+    selection.add_argument("--coverage", type=float, default=None, metavar="PERCENT",
                            help="instead of --k2: per class, keep the fewest features holding this percent "
                                 "of the histogram mass (e.g. 50)")
-    selection.add_argument("--method", default="histogram", choices=list_criteria(streamable=True),
-                           help="histogram = Algorithm 1; contribution = W_cj * (mean_c(x_j) - mean(x_j)); "
-                                "label-free = W_cj * mean(x_j)")
-    selection.add_argument("--bias-correction", action="store_true",
-                           help="also report the head with b_c += sum of dropped W_cj * mean(x_j) (one more "
-                                "evaluation pass; the headline numbers stay uncorrected)")
     selection.add_argument("--top-images", type=int, default=16, metavar="N",
                            help="keep per feature (and per class) the N most activating statistics images as "
                                 "row ids, for `hf-decomp explore` (0: none)")
     add_layer_arguments(parser)
-    add_output_arguments(parser, "runs/analyze")
-    add_run_arguments(parser)
+    add_run_arguments(parser, "runs/analyze")
+    add_resume_arguments(parser)
+    add_speed_arguments(parser)
     parser.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import HelpFormatter
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,15 +15,16 @@ def register(subparsers) -> None:
                     "`hf-decomp export`, or the Hub id of such a model: full vs decomposed predictions, the "
                     "contributions of the influential features, activation maps, each class's influential "
                     "set with the top activating images of each feature, rho and the run's figures.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("source", metavar="RUN_OR_MODEL",
                         help="analyze results folder, exported model folder, or Hub id (user/name) of one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free)")
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    parser.add_argument("--port", type=int, default=None, help="port (not given: Gradio's, 7860 or the next free)")
+    parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=False,
+                        help="also open a public gradio.live link")
     parser.add_argument("--dataset", default=None,
-                        help="where to read images from (default: the dataset the run or model records)")
+                        help="where to read images from (not given: the dataset the run or model records)")
     parser.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import HelpFormatter, add_model_arguments
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
         description="Build a DecomposedForImageClassification from the model and the influential indices of an "
                     "`hf-decomp analyze` results folder, and save it with its preprocessor config, indices, "
                     "remote code and model card.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--indices", metavar="RUN_DIR",
                         help="results folder of `hf-decomp analyze` (indices.json, metrics.json, figures)")
@@ -21,13 +23,13 @@ def register(subparsers) -> None:
                         help="instead, write a Gradio Space folder (app.py, requirements.txt, README) running "
                              "`hf-decomp explore` over the Hub model --repo-id; upload it with "
                              "`hf-decomp push SPACE_DIR --repo-type space`")
-    parser.add_argument("--model", default=None,
-                        help="the decomposed model (default: the base_model recorded in indices.json)")
-    parser.add_argument("--checkpoint", default=None, help="local weights file for a timm architecture")
+    add_model_arguments(parser, default=None,
+                        help="the decomposed model (not given: the base_model recorded in indices.json)")
     parser.add_argument("--repo-id", default=None, help="Hub repo named in the card's how-to-load snippet")
-    parser.add_argument("--overwrite", action="store_true", help="replace files already in MODEL_DIR")
-    parser.add_argument("--overwrite-card", action="store_true",
-                        help="replace a hand-written README.md in MODEL_DIR (kept by default)")
+    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
+                        help="replace files already in MODEL_DIR")
+    parser.add_argument("--overwrite-card", action=argparse.BooleanOptionalAction, default=False,
+                        help="replace a hand-written README.md in MODEL_DIR")
     parser.set_defaults(func=run)
 
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or indices.metadata.get("base_model")
     if not model_name:
         raise DecompValueError(f"{args.indices}/indices.json records no base_model; name the model with --model.")
-    adapter = load_classifier(model_name, checkpoint=args.checkpoint)
+    adapter = load_classifier(model_name, checkpoint=args.weights)
     model = build_decomposed_model(adapter, indices, metrics)
     out = save_decomposed_model(model, args.out, overwrite=args.overwrite, overwrite_card=args.overwrite_card,
                                 figures_from=args.indices, repo_id=args.repo_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import HelpFormatter
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -11,19 +13,19 @@ def register(subparsers) -> None:
         help="upload an exported model folder (or only its index sets) to the Hub",
         description="Upload a folder written by `hf-decomp export` to a Hub model repo through huggingface_hub "
                     "(the repo is created if needed). The local folder is not changed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("dir", metavar="DIR", help="model folder (hf-decomp export) or analyze results folder")
     parser.add_argument("--repo-id", required=True, help="target repo, user/name")
-    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--private", action=argparse.BooleanOptionalAction, default=False, help="create the repo as private")
     parser.add_argument("--commit-message", default=None, help="commit message")
     parser.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
     parser.add_argument("--indices-only", action="store_true",
                         help="upload only indices.json + indices.safetensors")
     parser.add_argument("--repo-type", default="model", choices=("model", "space"),
                         help="'space' uploads a folder written by `hf-decomp export --space` to a Gradio Space")
-    parser.add_argument("--token", default=None, help="write token (default: HF_TOKEN or `hf auth login`)")
-    parser.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--token", default=None, help="write token (not given: HF_TOKEN or `hf auth login`)")
+    parser.add_argument("--endpoint", default=None, help="Hub URL (not given: HF_ENDPOINT or huggingface.co)")
     parser.set_defaults(func=run)
 
 

@@ -62,8 +62,8 @@ def load_classifier(
     source, model_id = _resolve_source(name)
     if checkpoint is not None and source != "timm":
         raise DecompValueError(
-            f"--checkpoint is for timm architectures; {name!r} resolves to {source}. Use "
-            f"'timm:<arch>' with --checkpoint, or save the transformers model to a folder."
+            f"--weights is for timm architectures; {name!r} resolves to {source}. Use "
+            f"'timm:<arch>' with --weights, or save the transformers model to a folder."
         )
     if source == "timm":
         model = _create_timm_model(name, model_id, checkpoint=checkpoint, pretrained=pretrained)
@@ -92,7 +92,7 @@ def _resolve_source(name: str) -> tuple[str, str]:
     if path.is_dir():
         return ("timm", f"local-dir:{path}") if _directory_source(path) == "timm" else ("transformers", str(path))
     if path.is_file():
-        hint = " --checkpoint" if path.suffix in _CHECKPOINT_SUFFIXES else ""
+        hint = " --weights" if path.suffix in _CHECKPOINT_SUFFIXES else ""
         raise DecompValueError(
             f"{name!r} is a file. Give the architecture as the model and the file as the weights: "
             f"--model timm:<arch>{hint} {name}"
@@ -140,7 +140,7 @@ def _create_timm_model(name: str, model_id: str, checkpoint, pretrained: bool) -
     except (OSError, RuntimeError) as e:
         raise DecompFileError(
             f"Could not load pretrained weights for {name!r} ({type(e).__name__}: {e}). Without "
-            f"network access, give a local weights file: --model timm:<arch> --checkpoint FILE, "
+            f"network access, give a local weights file: --model timm:<arch> --weights FILE, "
             f"or a folder: --model local-dir:PATH, or pre-fill the Hugging Face cache."
         ) from e
 

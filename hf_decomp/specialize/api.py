@@ -25,7 +25,7 @@ def specialize(model_name: str, classes, macs: float, *, method: str = "class-aw
                train_per_class: int = 1000, val_per_class: int = 300, test_per_class: int | None = None,
                k1_fraction: float = 0.25,
                finetune_epochs: float = 0.0, lr: float = 0.01, baselines: bool = True, seed: int = 0,
-               out_dir: str | Path | None = None, overwrite: bool = False) -> dict:
+               batch_size: int = 256, out_dir: str | Path | None = None, overwrite: bool = False) -> dict:
     """Prune ``model_name`` to ``macs`` of its multiply-adds for ``classes``; recover; compare; save.
 
     Returns ``{"model": SpecialistForImageClassification, "table": [...], "report": {...}}``; the
@@ -53,12 +53,15 @@ def specialize(model_name: str, classes, macs: float, *, method: str = "class-aw
                   "macs": (info or {}).get("macs", full_macs), "params": parameter_count(net),
                   "latency_ms": {"batch1": latency_ms(net, input_size, 1), "batch64": latency_ms(net, input_size, 64)}}
         with torch.no_grad():
-            result["val_accuracy"] = accuracy(logits(val[0]) if logits else net, None if logits else val[0], val[1])
-            result["test_accuracy"] = accuracy(logits(test[0]) if logits else net, None if logits else test[0], test[1])
+            result["val_accuracy"] = accuracy(logits(val[0]) if logits else net, None if logits else val[0], val[1],
+                                              batch_size=batch_size)
+            result["test_accuracy"] = accuracy(logits(test[0]) if logits else net, None if logits else test[0],
+                                               test[1], batch_size=batch_size)
         return result
 
     table = [row("full model, restricted to the classes", model, logits=lambda x: model(x)[:, class_ids])]
-    votes = gather_channel_votes(prepare_for_pruning(model), *train, len(class_ids), (k1_fraction,))[k1_fraction]
+    votes = gather_channel_votes(prepare_for_pruning(model), *train, len(class_ids), (k1_fraction,),
+                                 batch_size=batch_size)[k1_fraction]
     methods = [method] + (["magnitude"] if baselines and method != "magnitude" else [])
     specialist = None
     for current in methods:

@@ -26,7 +26,7 @@ from ..data.loader import decode_image
 from ..models import ClassifierAdapter
 from ..utils.errors import DecompValueError, UnsupportedHeadError
 from ..utils.markdown import markdown_table
-from .common import StudyResult
+from .common import ModelFeatures, StudyResult
 from .plotting import plt, save_figure
 
 __all__ = ["weighted_channel_map", "class_activation_maps", "non_influential_channels", "normalize_map", "map_correlation",
@@ -331,3 +331,18 @@ def _mean(values) -> float | None:
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def label_free_features(adapter: ClassifierAdapter, dataset: str | None, split: str | None = None, *,
+                        limit: int | None = None, seed: int = 0, batch_size: int = 256,
+                        num_workers: int | None = None) -> ModelFeatures:
+    """ModelFeatures whose 'train' features are the (unlabelled) images of ``split`` itself: the feature
+    mean of the label-free ranking comes from the images shown, no labels are read for the selection."""
+    from ..data import default_eval_split, load_image_split
+    from ..passes.feature_cache import cached_features
+
+    images = load_image_split(dataset, split or default_eval_split(dataset), limit=limit, require_labels=False,
+                              seed=seed)
+    features, labels = cached_features(adapter, images, batch_size=batch_size, num_workers=num_workers)
+    return ModelFeatures(adapter.name, adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu(),
+                         adapter.label_names, features, labels, features[:0], labels[:0], adapter=adapter)

@@ -67,6 +67,9 @@ class ReportSettings:
     cache_dir: str | None = None
     num_workers: int | None = None
     label_map: str | None = None  # JSON file: which dataset class is which model class
+    stats_split: str = "train"
+    eval_split: str | None = None  # None: test, else validation
+    batch_size: int = 256
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -187,10 +190,11 @@ def _selectivity_result(features: dict[str, ModelFeatures], settings: ReportSett
     from .selectivity import selectivity_profile, selectivity_study
 
     limits = [v for v in (settings.limit, settings.selectivity_limit) if v is not None]
-    split = load_image_split(settings.dataset, "train", limit=min(limits) if limits else None, seed=settings.seed)
+    split = load_image_split(settings.dataset, settings.stats_split, limit=min(limits) if limits else None,
+                             seed=settings.seed)
     profiles = [selectivity_profile(mf.adapter if mf.adapter is not None else load_classifier(name), split,
                                     ["all-blocks"], fraction=settings.selectivity_k, k1=settings.k1,
-                                    num_workers=settings.num_workers)
+                                    batch_size=settings.batch_size, num_workers=settings.num_workers)
                 for name, mf in features.items()]
     return selectivity_study(profiles, out_dir)
 
@@ -212,12 +216,14 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
     if unknown:
         raise DecompValueError(f"unknown studies {unknown}; choose from {', '.join(STUDIES)}")
     if not settings.models:
-        raise DecompValueError("no models given; pass --models cifar10_resnet20,cifar10_resnet32,...")
+        raise DecompValueError("no models given; pass --model cifar10_resnet20 cifar10_resnet32 ...")
     check_output_dir(out_dir, overwrite, inputs={"dataset": settings.dataset, "cache_dir": settings.cache_dir,
                                                 "imagenet_dataset": settings.imagenet_dataset})
     if load is None:
         def load(name: str) -> ModelFeatures:
-            return load_model_features(name, settings.dataset, limit=settings.limit, eval_limit=settings.eval_limit,
+            return load_model_features(name, settings.dataset, stats_split=settings.stats_split,
+                                       eval_split=settings.eval_split, batch_size=settings.batch_size,
+                                       limit=settings.limit, eval_limit=settings.eval_limit,
                                        seed=settings.seed, cache_dir=settings.cache_dir,
                                        num_workers=settings.num_workers, label_map=settings.label_map)
     wanted = set(settings.studies)
@@ -280,7 +286,8 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
             results.append(timed("activation-maps", lambda: dataset_activation_study(
                 primary, settings.dataset, staging, k=settings.k2, selection=settings.activation_selection,
                 num_images=settings.activation_images, stats=stats if settings.k1 == settings.k2 else None,
-                seed=settings.seed, non_influential=settings.activation_non_influential)))
+                split=settings.eval_split, seed=settings.seed,
+                non_influential=settings.activation_non_influential)))
         if "imagenet-activation-maps" in wanted:
             results.append(timed("imagenet-activation-maps", lambda: imagenet_activation_study(
                 staging, model=settings.imagenet_model, dataset=settings.imagenet_dataset,

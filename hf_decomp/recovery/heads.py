@@ -1,0 +1,184 @@
+"""A recovered decomposed head, end to end: load model and data, hold out validation, select + correct +
+refit (every choice made on validation), score on the test split once; save it; describe it for a card.
+
+What ``hf-decomp refit`` and ``hf-decomp finetune`` run before they print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..data import default_eval_split, load_image_split
+from ..data.holdout import DEFAULT_VAL_SIZE, hold_out
+from ..data.labels import align_labels, to_model_labels
+from ..models import load_classifier
+from ..passes import feature_cache
+from ..passes.evaluation import accuracy_percent
+from ..utils.checks import check_k
+from ..utils.errors import DecompValueError
+from .refit import check_labelled, check_refit_criterion, decompose_head
+
+__all__ = ["build_recovered_head", "save_recovered_head", "card_metrics", "finetune_recovered_head"]
+
+
+def _cached(adapter, split, cache_dir, batch_size, num_workers):
+    directory = None if cache_dir is None else Path(cache_dir) / split.split
+    if directory is not None and directory.is_dir() and any(directory.iterdir()) \
+            and not (directory / "meta.json").is_file():
+        # FeatureCache.write clears its folder: never do that to a folder that is not a feature cache
+        raise DecompValueError(f"--cache-dir: {directory} holds files but is not an hf-decomp feature cache "
+                               f"(no meta.json). Choose an empty or new folder.")
+    # looked up at call time: tests replace feature_cache.cached_features to prove no features are computed
+    return feature_cache.cached_features(adapter, split, directory=directory, batch_size=batch_size,
+                                         num_workers=num_workers)
+
+
+def _check_rows_align(split, labels, features_labels) -> None:
+    """Cached features index the split's rows only when every image was read (none skipped)."""
+    if features_labels.numel() != labels.numel() or not torch.equal(features_labels, labels):
+        raise DecompValueError(
+            f"{split.name} [{split.split}]: {labels.numel() - features_labels.numel()} images could not be read, so "
+            f"rows cannot be held out by index; name a validation split with --val-split NAME.")
+
+
+def build_recovered_head(model: str = "cifar10_resnet20", dataset: str | None = None, *, weights: str | None = None,
+                         criterion: str = "pruning", k2: int = 5, k1: int = 5, bias_correction: bool = False,
+                         max_iter: int = 100, keep: Sequence[float] = (0.5, 0.75),
+                         val_split: str | int = DEFAULT_VAL_SIZE, val_seed: int = 0, stats_split: str = "train",
+                         eval_split: str | None = None, limit: int | None = None, eval_limit: int | None = None,
+                         streaming: bool = False, image_column: str | None = None, label_column: str | None = None,
+                         label_map=None, seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 256,
+                         num_workers: int | None = None, purpose: str = "refit"):
+    """Load model and data, hold out validation, select + correct + refit (choices on validation).
+
+    Returns (adapter, fit split, validation split, test split, head, metrics). ``metrics``'
+    ``full_accuracy`` / ``decomposed_accuracy`` / ``rho`` are on the test split; ``validation`` holds
+    the same on the validation split and every candidate tried (one per ``keep`` for ``pruning``).
+    """
+    refits = check_refit_criterion(criterion).refits  # an unknown name is refused naming the known ones
+    adapter = load_classifier(model or "cifar10_resnet20", checkpoint=weights)
+    check_k("k2", k2, adapter.num_features)  # before the features are computed
+    check_k("k1", k1, adapter.num_features)
+    split_kwargs = dict(streaming=streaming, image_column=image_column, label_column=label_column, seed=seed)
+    train = load_image_split(dataset, stats_split, limit=limit, **split_kwargs)
+    if train.label_column is None:
+        check_labelled(None, adapter.num_classes, purpose)
+    test = load_image_split(dataset, eval_split or default_eval_split(dataset), limit=eval_limit, **split_kwargs)
+
+    def aligned(split):  # labels read in the model's class order from here on
+        return align_labels(split, adapter.label_names, label_map, model=f"model {adapter.name!r}")
+
+    (train, train_labels), (test, test_labels) = aligned(train), aligned(test)
+    held = hold_out(train, str(val_split), dataset=dataset, **{**split_kwargs, "seed": val_seed})
+    if held.fit_rows is None:  # a named validation split, loaded by hold_out
+        held.validation = aligned(held.validation)[0]
+    train_x, train_y = _cached(adapter, train, cache_dir, batch_size, num_workers)
+    if held.fit_rows is not None:
+        raw = torch.as_tensor(list(train.dataset[train.label_column]))
+        _check_rows_align(train, to_model_labels(raw, train), train_y)
+        fit_x, fit_y = train_x[held.fit_rows], train_y[held.fit_rows]
+        val_x, val_y = train_x[held.validation_rows], train_y[held.validation_rows]
+    else:
+        fit_x, fit_y = train_x, train_y
+        val_x, val_y = _cached(adapter, held.validation, cache_dir, batch_size, num_workers)
+    weight, bias = adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu()
+    candidates, head, best = [], None, -1.0
+    for fraction in (keep if refits else [None]):
+        candidate = decompose_head(weight, bias, fit_x, fit_y, method=criterion, k=k2, k1=k1,
+                                   bias_correction=bias_correction, refit=True, max_iter=max_iter,
+                                   **({} if fraction is None else {"keep": fraction}))
+        with torch.no_grad():
+            val_accuracy = accuracy_percent(candidate(val_x), val_y)
+        candidates.append({"keep": fraction, "validation_accuracy": val_accuracy})
+        if val_accuracy > best:
+            head, best = candidate, val_accuracy
+    chosen = next(c for c in candidates if c["validation_accuracy"] == best)
+    with torch.no_grad():
+        val_full = accuracy_percent(val_x @ weight.T + bias, val_y)
+    test_x, test_y = _cached(adapter, test, cache_dir, batch_size, num_workers)  # the test split, read once, at the end
+    with torch.no_grad():
+        full = accuracy_percent(test_x @ weight.T + bias, test_y)
+        decomposed = accuracy_percent(head(test_x), test_y)
+    metrics = {"model": adapter.name, "method": criterion, "k": k2, "bias_correction": bias_correction,
+               "keep": chosen["keep"], "val_split": held.description,
+               "train_samples": int(fit_y.numel()), "eval_split": test.split, "eval_samples": int(test_y.numel()),
+               "validation": {"samples": int(val_y.numel()), "full_accuracy": val_full, "decomposed_accuracy": best,
+                              "rho": best / val_full if val_full else None, "candidates": candidates},
+               "full_accuracy": full, "decomposed_accuracy": decomposed, "rho": decomposed / full if full else None,
+               "multiply_adds": {"full": weight.numel(), "decomposed": head.multiply_adds},
+               "labels": {train.split: train_labels, test.split: test_labels}}
+    return adapter, held.fit, held.validation, test, head, metrics
+
+
+def save_recovered_head(head, adapter, metrics: dict, folder: str | Path) -> None:
+    """indices.json + indices.safetensors, head.safetensors and metrics.json into ``folder``."""
+    from safetensors.torch import save_file
+
+    from ..method.indices import InfluentialIndices
+    from ..utils.files import atomic_write_json
+
+    folder = Path(folder)
+    InfluentialIndices(sets=head.index_sets(), num_features=head.num_features, label_names=adapter.label_names,
+                       metadata={"base_model": adapter.name, "method": metrics["method"], "k2": metrics["k"],
+                                 "metrics": metrics}).save(folder)
+    save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()},
+              folder / "head.safetensors", metadata={"format": "hf-decomp-head/1"})
+    atomic_write_json(folder / "metrics.json", metrics)
+
+
+def card_metrics(metrics: dict, dataset: str | None, stats_split: str) -> dict:
+    """What a fine-tuned model's card shows: its test accuracies, and the validation ones beside them."""
+    from ..utils.paths import default_cifar10_dataset
+
+    val = metrics["validation"]
+    return {"full_accuracy": metrics["full_accuracy"], "decomposed_accuracy": metrics["finetuned_accuracy"],
+            "rho": metrics["finetuned_rho"], "eval_dataset": dataset or default_cifar10_dataset(),
+            "eval_split": metrics["eval_split"], "eval_samples": metrics["eval_samples"],
+            "statistics_split": stats_split, "statistics_samples": metrics["train_samples"],
+            "validation": {"split": metrics["val_split"], "samples": val["samples"],
+                           "full_accuracy": val["full_accuracy"], "decomposed_accuracy": val["finetuned_accuracy"],
+                           "rho": val["finetuned_accuracy"] / val["full_accuracy"] if val["full_accuracy"] else None}}
+
+
+def finetune_recovered_head(adapter, fit, validation, test, head, metrics: dict, *, criterion: str, k2: int,
+                            epochs: float = 1.0, lr: float = 0.01, weight_decay: float = 1e-4,
+                            train_batch_size: int = 128, augment: bool = True, distill: float = 0.0,
+                            temperature: float = 4.0, freeze_bn: bool = False, clip_grad: float | None = None,
+                            backbone_lr_scale: float = 1.0, head_warmup: float = 0.0, eval_every: float = 0.25,
+                            num_workers: int | None = None, seed: int = 0, dataset: str | None = None,
+                            stats_split: str = "train"):
+    """Fine-tune the whole decomposed network built from a :func:`build_recovered_head` head.
+
+    ``eval_every`` (epochs) evaluates on ``validation`` and keeps the best model (0: keep the last);
+    the test split is read once, at the end, for the chosen model. Returns (model, FinetuneResult,
+    metrics) with ``metrics`` extended by the refit and fine-tuned accuracies (test and validation).
+    """
+    from .finetune import build_decomposed_model, evaluate_model, finetune, training_transform
+
+    if eval_every < 0:
+        raise DecompValueError(f"--eval-every {eval_every} must be >= 0 epochs")
+    model = build_decomposed_model(adapter, head, selection_method=criterion, k2=k2)
+    steps_per_epoch = max(1, (fit.num_rows or 0) // train_batch_size)
+    every = max(1, round(eval_every * steps_per_epoch)) if eval_every else None
+    result = finetune(model, fit, transform=training_transform(adapter, augment),
+                      val_split=validation, eval_every=every, eval_transform=adapter.transform,
+                      val_start_accuracy=metrics["validation"]["decomposed_accuracy"],
+                      epochs=epochs, lr=lr, weight_decay=weight_decay,
+                      batch_size=train_batch_size, num_workers=num_workers, out_dir=None,
+                      seed=seed, teacher=adapter if distill > 0 else None, distill=distill,
+                      temperature=temperature, freeze_bn=freeze_bn, clip_grad=clip_grad,
+                      backbone_lr_scale=backbone_lr_scale, head_warmup=head_warmup)
+    model = result.model
+    # the test split, read once, for the model chosen on validation
+    final = evaluate_model(model, test, adapter.transform, num_workers=num_workers)["accuracy"]
+    metrics["refit_accuracy"] = metrics["decomposed_accuracy"]
+    metrics["finetune"] = result.metrics
+    metrics["validation"]["refit_accuracy"] = metrics["validation"]["decomposed_accuracy"]
+    metrics["validation"]["finetuned_accuracy"] = result.metrics["validation"]["accuracy"]
+    metrics["finetuned_accuracy"] = final
+    metrics["finetuned_rho"] = final / metrics["full_accuracy"] if metrics["full_accuracy"] else None
+    model.config.metrics = card_metrics(metrics, dataset, stats_split)
+    return model, result, metrics
