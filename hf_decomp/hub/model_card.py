@@ -85,9 +85,6 @@ def public_name(name: str | None) -> str | None:
     return hub_dataset_id(name) or Path(name.removeprefix("local-dir:")).name
 
 
-_display = public_name
-
-
 def _percent(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -162,7 +159,7 @@ def render_model_card(
     eval_split = metrics.get("eval_split")
     base_id = hub_model_id(config.base_model)
     dataset_ids = sorted({i for i in (hub_dataset_id(stats_dataset), hub_dataset_id(eval_dataset)) if i})
-    eval_name = _display(eval_dataset)
+    eval_name = public_name(eval_dataset)
     base_name = public_name(config.base_model) or config.architecture or "model"
     model_name = f"{base_name.split('/')[-1].split(':')[-1]}-decomposed"
     card_data = ModelCardData(
@@ -205,7 +202,7 @@ def render_model_card(
         model_name=model_name,
         base_model_display=f"`{public_name(config.base_model)}`" if config.base_model else None,
         backbone_display=backbone,
-        dataset_display=_display(stats_dataset),
+        dataset_display=public_name(stats_dataset),
         statistics_split=metrics.get("statistics_split"),
         statistics_samples=stats_samples,
         eval_dataset_display=eval_name,

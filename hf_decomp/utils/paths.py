@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 CIFAR10_HUB_NAME = "uoft-cs/cifar10"
-IMAGENET_HUB_NAME = "ILSVRC/imagenet-1k"
 
 
 def shared_dir() -> Path | None:
