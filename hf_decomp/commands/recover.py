@@ -225,7 +225,8 @@ def _print_accuracies(metrics: dict, label: str, validation: float | None = None
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..recovery.finetune import build_decomposed_model, evaluate_model, finetune, training_transform
+    from ..portable.modeling_decomp import DecomposedForImageClassification
+    from ..recovery.finetune import evaluate_model, finetune, training_transform
     from ..utils.files import atomic_write_json, check_output_dir, staged_output_dir
 
     check_output_dir(args.out, args.overwrite)
@@ -241,7 +242,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     print(f"refit: validation {metrics['validation']['decomposed_accuracy']:.2f} % "
           f"(full {metrics['validation']['full_accuracy']:.2f} %); fine-tuning {args.epochs} epoch(s) on "
           f"{fit.num_rows} images")
-    model = build_decomposed_model(adapter, head, selection_method=args.method, k2=args.k)
+    model = DecomposedForImageClassification.from_classifier(adapter, head, selection_method=args.method, k2=args.k)
     steps_per_epoch = max(1, (fit.num_rows or 0) // args.train_batch_size)
     eval_every = max(1, round(args.eval_every * steps_per_epoch)) if args.eval_every else None
     result = finetune(model, fit, transform=training_transform(adapter, args.augment),
