@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from hf_decomp.portable.decomposed_head import DecomposedLinear
-from hf_decomp.recovery.finetune import build_decomposed_model, cosine_schedule, finetune, training_transform
+from hf_decomp.portable.modeling_decomp import DecomposedForImageClassification
+from hf_decomp.recovery.finetune import cosine_schedule, finetune, training_transform
 from hf_decomp.utils.errors import DecompValueError
 
 
@@ -41,6 +42,21 @@ def test_training_transform_augments_cifar_sized_inputs(tiny_adapter):
     assert torch.equal(evaluation(image), evaluation(image))
 
 
+def test_from_classifier_takes_a_refit_heads_weights_and_bias(tiny_adapter):
+    # a refit head's weights differ from the classifier's rows: the model must compute the refit head
+    weight = torch.arange(tiny_adapter.weight.numel(), dtype=torch.float32).view_as(tiny_adapter.weight) / 10
+    bias = torch.tensor([0.5, -1.0, 2.0])
+    head = DecomposedLinear(weight, bias, [[0, 1, 2], [3], [4, 5]])
+    model = DecomposedForImageClassification.from_classifier(tiny_adapter, head).eval()
+    assert model.head.index_sets() == [[0, 1, 2], [3], [4, 5]]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = tiny_adapter.eval().forward_features(x)
+        expected = torch.stack([features[:, [0, 1, 2]] @ weight[0, [0, 1, 2]], features[:, 3] * weight[1, 3],
+                                features[:, [4, 5]] @ weight[2, [4, 5]]], dim=1) + bias
+        torch.testing.assert_close(model(pixel_values=x).logits, expected)
+
+
 def test_finetune_trains_saves_and_reloads(tmp_path, color_dataset, tiny_adapter):
     from hf_decomp.data import load_image_split
     from hf_decomp.portable.modeling_decomp import DecomposedForImageClassification
@@ -48,7 +64,7 @@ def test_finetune_trains_saves_and_reloads(tmp_path, color_dataset, tiny_adapter
     train = load_image_split(str(color_dataset), "train")
     test = load_image_split(str(color_dataset), "test")
     head = DecomposedLinear(tiny_adapter.weight, tiny_adapter.bias, [[0, 1, 2], [3], [4, 5]])
-    model = build_decomposed_model(tiny_adapter, head)
+    model = DecomposedForImageClassification.from_classifier(tiny_adapter, head)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     result = finetune(model, train, transform=training_transform(tiny_adapter), eval_split=test,
                       eval_transform=tiny_adapter.transform, epochs=1, lr=0.05, batch_size=8, num_workers=0,
@@ -77,7 +93,7 @@ def test_finetune_refuses_an_unlabelled_split(color_dataset, tiny_adapter):
     unlabelled = dataclasses.replace(load_image_split(str(color_dataset), "train"), label_column=None)
     head = DecomposedLinear(tiny_adapter.weight, tiny_adapter.bias, [[0], [1], [2]])
     with pytest.raises(DecompValueError, match="labelled training split"):
-        finetune(build_decomposed_model(tiny_adapter, head), unlabelled, transform=tiny_adapter.transform)
+        finetune(DecomposedForImageClassification.from_classifier(tiny_adapter, head), unlabelled, transform=tiny_adapter.transform)
 
 
 def test_distillation_from_the_full_model(color_dataset, tiny_adapter):
@@ -86,17 +102,17 @@ def test_distillation_from_the_full_model(color_dataset, tiny_adapter):
     train = load_image_split(str(color_dataset), "train")
     head = DecomposedLinear(tiny_adapter.weight, tiny_adapter.bias, [[0, 1, 2, 3, 4, 5]] * 3)
     with pytest.raises(DecompValueError, match="needs a teacher"):
-        finetune(build_decomposed_model(tiny_adapter, head), train, transform=tiny_adapter.transform, distill=0.5)
+        finetune(DecomposedForImageClassification.from_classifier(tiny_adapter, head), train, transform=tiny_adapter.transform, distill=0.5)
     # lr=0 and one full batch: the logged loss is exactly T^2 KL(teacher || student) with the student in
     # train mode (batch-norm batch statistics) and the teacher frozen in eval mode
     from hf_decomp.data import batch_to_device, make_dataloader
 
-    distilled = finetune(build_decomposed_model(tiny_adapter, head), train, transform=tiny_adapter.transform,
+    distilled = finetune(DecomposedForImageClassification.from_classifier(tiny_adapter, head), train, transform=tiny_adapter.transform,
                          epochs=1, lr=0.0, batch_size=24, num_workers=0, log_every=1, teacher=tiny_adapter,
                          distill=1.0, temperature=2.0)
     batch = next(iter(make_dataloader(train, tiny_adapter.transform, batch_size=24, num_workers=0)))
     pixels = batch_to_device(batch, "cpu")["pixel_values"]
-    student = build_decomposed_model(tiny_adapter, head).train()
+    student = DecomposedForImageClassification.from_classifier(tiny_adapter, head).train()
     with torch.no_grad():
         teacher_logits = tiny_adapter.classifier(tiny_adapter.eval().forward_features(pixels))
         student_logits = student(pixel_values=pixels).logits
@@ -150,7 +166,8 @@ sys.path.insert(0, sys.argv[3])
 from helpers_models import save_tiny_timm_model
 from hf_decomp.data import load_image_split
 from hf_decomp.passes.features import make_accelerator
-from hf_decomp.recovery.finetune import build_decomposed_model, finetune, training_transform
+from hf_decomp.portable.modeling_decomp import DecomposedForImageClassification
+from hf_decomp.recovery.finetune import finetune, training_transform
 from hf_decomp.portable.decomposed_head import DecomposedLinear
 from hf_decomp.models import load_classifier
 
@@ -159,7 +176,7 @@ accelerator = make_accelerator(cpu=True)
 adapter = load_classifier(str(save_tiny_timm_model(out.parent / f"timm-{accelerator.process_index}")))
 head = DecomposedLinear(adapter.weight, adapter.bias, [[0, 1, 2], [3], [4, 5]])
 train = load_image_split(dataset, "train")
-result = finetune(build_decomposed_model(adapter, head), train, transform=training_transform(adapter),
+result = finetune(DecomposedForImageClassification.from_classifier(adapter, head), train, transform=training_transform(adapter),
                   eval_split=load_image_split(dataset, "test"), eval_transform=adapter.transform, epochs=1, lr=0.05,
                   batch_size=4, num_workers=0, out_dir=out, checkpoint_every=2, accelerator=accelerator)
 if accelerator.is_main_process:
@@ -195,7 +212,7 @@ def test_finetune_under_two_processes_saves_the_model(tmp_path, color_dataset):
 
 def _one_run(adapter, train, seed):
     head = DecomposedLinear(adapter.weight, adapter.bias, [[0, 1, 2], [3], [4, 5]])
-    result = finetune(build_decomposed_model(adapter, head), train, transform=training_transform(adapter),
+    result = finetune(DecomposedForImageClassification.from_classifier(adapter, head), train, transform=training_transform(adapter),
                       epochs=1, lr=0.05, batch_size=8, num_workers=0, seed=seed)
     return {n: p.detach().clone() for n, p in result.model.named_parameters()}
 

@@ -73,7 +73,7 @@ def test_histogram_study_highlights_known_sets(tmp_path):
     assert study.data["vote_share_percent"]["zero"] == pytest.approx(200 / 3)
     assert study.data["vote_share_percent"]["one"] == 100.0
     assert (tmp_path / "histograms.png").is_file()
-    with pytest.raises(DecompValueError, match="'two' is not a label"):
+    with pytest.raises(DecompValueError, match="'two' is not one of the model's labels"):
         histogram_study(toy_features(), tmp_path, k1=1, k2=1, classes=["two"])
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+from PIL import Image
 
 from ..utils.errors import DecompFileError, DecompValueError
 from ..utils.paths import default_cifar10_dataset
@@ -212,15 +213,20 @@ def load_image_split(
                       label_names=label_names, streaming=streaming, subset=limit is not None, label_wnids=wnids)
 
 
+def image_cell_bytes(value) -> bytes:
+    """What identifies an image cell's content: its encoded bytes, else its path (or its pixels, decoded)."""
+    if isinstance(value, dict):
+        return value.get("bytes") or str(value.get("path")).encode()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, Image.Image):
+        return value.tobytes()
+    return str(value).encode()
+
+
 def _content_key(value, seed: int) -> int:
     """A seeded 64-bit hash of an image cell's content: the same row gets the same key in any read order."""
-    if isinstance(value, dict):
-        data = value.get("bytes") or str(value.get("path")).encode()
-    elif isinstance(value, (bytes, bytearray)):
-        data = bytes(value)
-    else:
-        data = str(value).encode()
-    digest = hashlib.blake2b(data, digest_size=8, key=seed.to_bytes(8, "little", signed=True))
+    digest = hashlib.blake2b(image_cell_bytes(value), digest_size=8, key=seed.to_bytes(8, "little", signed=True))
     return int.from_bytes(digest.digest(), "little")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..utils.errors import DecompFileError, DecompValueError
 
 __all__ = ["LabelMatch", "normalise_name", "first_synonym", "is_placeholder_names", "match_label_names",
-           "order_from_label_map", "read_label_map"]
+           "order_from_label_map", "read_label_map", "model_class_index"]
 
 _SEPARATORS = re.compile(r"[\s_,]+")
 _PLACEHOLDER = re.compile(r"(\D*?)[_ -]?(\d+)")
@@ -190,3 +190,15 @@ def order_from_label_map(label_map: dict, dataset_names: list[str] | None, model
             raise DecompValueError(f"--label-map does not say which model class the dataset classes "
                                    f"{_shorten(missing)} are; map every dataset class")
     return mapping
+
+
+def model_class_index(value, label_names: list[str]) -> int:
+    """A class of the model given by its exact label name or by its index (an int or a digit string)."""
+    if isinstance(value, str) and not value.isdigit():
+        if value not in label_names:
+            close = [n for n in label_names if value.lower() in n.lower()][:5]
+            raise DecompValueError(f"class {value!r} is not one of the model's labels{'; close: ' + str(close) if close else ''}")
+        return label_names.index(value)
+    if not 0 <= int(value) < len(label_names):
+        raise DecompValueError(f"class index {value} is outside the model's {len(label_names)} classes")
+    return int(value)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
-from .datasets import ImageSplit
+from .datasets import ImageSplit, image_cell_bytes
 from .gpu_decode import decode_on_device, gpu_decode_available, is_jpeg
 from .image_modes import to_rgb
 from .labels import label_index
@@ -167,15 +167,7 @@ class ImageBatchCollator:
 
 def image_key(value) -> int:
     """A 63-bit hash of an image cell's content (bytes, else path), stable across runs and machines."""
-    if isinstance(value, dict):
-        data = value.get("bytes") or str(value.get("path")).encode()
-    elif isinstance(value, (bytes, bytearray)):
-        data = bytes(value)
-    elif isinstance(value, Image.Image):
-        data = value.tobytes()
-    else:
-        data = str(value).encode()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+    return int.from_bytes(hashlib.blake2b(image_cell_bytes(value), digest_size=8).digest(), "little") >> 1
 
 
 def available_cores() -> int:

@@ -16,7 +16,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..utils.files import atomic_write_text
 from ..utils.markdown import markdown_table
-from ..utils.paths import CIFAR10_HUB_NAME, default_cifar10_dataset
+from ..utils.paths import hub_dataset_id, hub_model_id, public_name
 
 __all__ = ["render_model_card", "write_model_card", "card_is_generated", "public_name", "TEMPLATE_NAME", "template_path"]
 
@@ -40,52 +40,6 @@ CITATION = """@article{badola2021decomposing,
 def template_path() -> Path:
     """The packaged template (present after ``pip install``, not only in a source checkout)."""
     return Path(str(resources.files("hf_decomp.hub").joinpath("templates", TEMPLATE_NAME)))
-
-
-def hub_model_id(name: str | None) -> str | None:
-    """A Hub repo id for ``base_model`` metadata, or None when the model is not on the Hub."""
-    if not name:
-        return None
-    for prefix in ("hf-hub:", "hf_hub:", "transformers:", "hf:"):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-            break
-    else:
-        if name.startswith("timm:"):
-            return f"timm/{name[len('timm:'):]}" if "." in name else None  # timm's Hub models carry a tag
-    parts = name.split("/")
-    if len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")) and not Path(name).exists():
-        return name
-    return None
-
-
-def hub_dataset_id(name: str | None) -> str | None:
-    """A Hub dataset id for ``datasets`` metadata; the bundled CIFAR-10 copy maps to its Hub name."""
-    if not name:
-        return None
-    if Path(name).expanduser().exists():
-        try:
-            same = Path(name).resolve() == Path(default_cifar10_dataset()).resolve()
-        except OSError:
-            same = False
-        return CIFAR10_HUB_NAME if same else None
-    return name if hub_model_id(name) else None
-
-
-def is_local_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~", "local-dir:")) or Path(name).expanduser().exists()
-
-
-def public_name(name: str | None) -> str | None:
-    """A name safe to publish: the Hub id of the bundled CIFAR-10, else a local path's last part."""
-    if not name:
-        return None
-    if not is_local_path(name):
-        return name
-    return hub_dataset_id(name) or Path(name.removeprefix("local-dir:")).name
-
-
-_display = public_name
 
 
 def _percent(value) -> str:
@@ -162,7 +116,7 @@ def render_model_card(
     eval_split = metrics.get("eval_split")
     base_id = hub_model_id(config.base_model)
     dataset_ids = sorted({i for i in (hub_dataset_id(stats_dataset), hub_dataset_id(eval_dataset)) if i})
-    eval_name = _display(eval_dataset)
+    eval_name = public_name(eval_dataset)
     base_name = public_name(config.base_model) or config.architecture or "model"
     model_name = f"{base_name.split('/')[-1].split(':')[-1]}-decomposed"
     card_data = ModelCardData(
@@ -205,7 +159,7 @@ def render_model_card(
         model_name=model_name,
         base_model_display=f"`{public_name(config.base_model)}`" if config.base_model else None,
         backbone_display=backbone,
-        dataset_display=_display(stats_dataset),
+        dataset_display=public_name(stats_dataset),
         statistics_split=metrics.get("statistics_split"),
         statistics_samples=stats_samples,
         eval_dataset_display=eval_name,

@@ -7,6 +7,8 @@ spatial dims; (B, N, D) token sequences (ViTs) -> mean over tokens; (B, C) as is
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -42,18 +44,21 @@ class LayerCapture:
 
     Use as ``with LayerCapture(network, names) as capture: model(x); pooled = capture.take()``;
     the hooks are removed when the block exits, whatever happens inside. A module called several
-    times in one forward (a shared ReLU) keeps its last call's output.
+    times in one forward (a shared ReLU) keeps its last call's output. ``activation``, when given, is
+    applied to each output before pooling (``F.relu`` reads a batch norm as the ReLU after it sees it).
     """
 
-    def __init__(self, network: nn.Module, names: list[str]):
+    def __init__(self, network: nn.Module, names: list[str],
+                 activation: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.network = network
         self.names = list(names)
+        self.activation = activation
         self._pooled: dict[str, torch.Tensor] = {}
         self._handles = []
 
     def _hook(self, name: str):
         def hook(module, args, output):
-            self._pooled[name] = pool_layer_output(name, output)
+            self._pooled[name] = pool_layer_output(name, output if self.activation is None else self.activation(output))
         return hook
 
     def __enter__(self) -> "LayerCapture":

@@ -23,7 +23,7 @@ from ..utils.checks import check_positive_int
 from ..utils.errors import DecompValueError
 from .distributed import shard_split
 
-__all__ = ["FeaturePass", "make_accelerator", "launched_without_accelerator", "collect_features"]
+__all__ = ["FeaturePass", "make_accelerator", "launched_without_accelerator"]
 
 
 def launched_without_accelerator() -> bool:
@@ -145,22 +145,3 @@ class FeaturePass:
             torch.set_num_threads(threads)
             bar.close()
 
-
-def collect_features(
-    adapter: ClassifierAdapter,
-    split: ImageSplit,
-    accelerator: Accelerator | None = None,
-    batch_size: int = 256,
-    num_workers: int | None = None,
-    description: str = "features",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All features and labels of a split in memory (for small splits such as CIFAR-10: 50k x 64)."""
-    accelerator = accelerator or make_accelerator()
-    feature_pass = FeaturePass(adapter, split, accelerator, batch_size, num_workers, description)
-    features, labels = [], []
-    for batch_features, batch_labels in feature_pass:
-        features.append(batch_features.cpu())
-        labels.append(batch_labels.cpu())
-    if not features:
-        return torch.empty(0, adapter.num_features), torch.empty(0, dtype=torch.long)
-    return torch.cat(features), torch.cat(labels)

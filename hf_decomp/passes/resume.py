@@ -172,11 +172,6 @@ class PassCheckpoint:
         self._last_save = time.monotonic()
         self._batches_at_last_save = int(position)
 
-    def clear(self) -> None:
-        """Remove this process's checkpoint (after the results it fed were written)."""
-        self.path.unlink(missing_ok=True)
-        self.path.with_suffix(".json").unlink(missing_ok=True)
-
 
 def _jsonable(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))

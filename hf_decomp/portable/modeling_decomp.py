@@ -197,11 +197,14 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
 
         Args:
             adapter: the classifier (its backbone weights and final linear layer are copied).
-            index_sets: one list of feature indices per class, or an ``InfluentialIndices``.
+            index_sets: one list of feature indices per class, an ``InfluentialIndices``, or a
+                ``DecomposedLinear`` (e.g. a refit head: its sets, kept weights and bias are used
+                instead of the classifier's).
             facts: more ``DecompConfig`` fields (k1, k2, selection_method, base_model, dataset, metrics).
         """
+        head = index_sets if isinstance(index_sets, DecomposedLinear) else None
         metadata = getattr(index_sets, "metadata", None) or {}
-        sets = getattr(index_sets, "sets", index_sets)
+        sets = head.index_sets() if head is not None else getattr(index_sets, "sets", index_sets)
         facts = {
             "k1": metadata.get("k1"), "k2": metadata.get("k2"), "coverage": metadata.get("coverage"),
             "selection_method": metadata.get("method") or "histogram",
@@ -237,10 +240,14 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
                 f"does not hold the same weights as the loaded model ({e}); models created with extra "
                 f"arguments cannot be exported."
             ) from e
-        weight, bias = adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu()
         with torch.no_grad():
-            model.head.kept_weight.copy_(weight.gather(1, model.head.indices) * model.head.valid)
-            model.head.bias.copy_(bias)
+            if head is None:
+                weight, bias = adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu()
+                model.head.kept_weight.copy_(weight.gather(1, model.head.indices) * model.head.valid)
+                model.head.bias.copy_(bias)
+            else:
+                model.head.kept_weight.copy_((head.kept_weight * head.valid).detach().cpu())
+                model.head.bias.copy_(head.bias.detach().cpu())
         return model.eval()
 
     def save_pretrained(self, save_directory, *args, **kwargs):

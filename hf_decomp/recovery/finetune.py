@@ -39,12 +39,11 @@ from ..data.loader import ImageBatchCollator, default_num_workers
 from ..data.preprocessing import batch_to_device
 from ..passes.evaluation import correct_predictions, count_correct
 from ..passes.features import make_accelerator
-from ..portable.decomposed_head import DecomposedLinear
 from ..utils.errors import DecompValueError
 from ..utils.files import atomic_write_json, normalize_permissions
 from .refit import check_labelled
 
-__all__ = ["FinetuneResult", "finetune", "build_decomposed_model", "training_transform", "evaluate_model",
+__all__ = ["FinetuneResult", "finetune", "training_transform", "evaluate_model",
            "cosine_schedule"]
 
 logger = logging.getLogger(__name__)
@@ -58,17 +57,6 @@ class FinetuneResult:
     metrics: dict
     history: list[dict] = field(default_factory=list)
     out_dir: Path | None = None
-
-
-def build_decomposed_model(adapter, head: DecomposedLinear, **facts):
-    """``DecomposedForImageClassification`` with the adapter's backbone and ``head``'s sets, weights and bias."""
-    from ..portable.modeling_decomp import DecomposedForImageClassification
-
-    model = DecomposedForImageClassification.from_classifier(adapter, head.index_sets(), **facts)
-    with torch.no_grad():
-        model.head.kept_weight.copy_((head.kept_weight * head.valid).detach().cpu())
-        model.head.bias.copy_(head.bias.detach().cpu())
-    return model
 
 
 def training_transform(adapter, augment: bool = True):
@@ -184,7 +172,7 @@ def finetune(
     """Train the whole decomposed model (backbone and head) with cross-entropy for ``epochs`` epochs.
 
     Args:
-        model: a ``DecomposedForImageClassification`` (see :func:`build_decomposed_model`), or any
+        model: a ``DecomposedForImageClassification`` (see ``DecomposedForImageClassification.from_classifier``), or any
             module whose ``forward(pixel_values=..., labels=...)`` returns ``.loss`` and ``.logits``.
         train_split: labelled training split (shuffled here with ``seed``).
         transform: PIL -> tensor with augmentation (see :func:`training_transform`).

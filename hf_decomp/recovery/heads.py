@@ -156,11 +156,12 @@ def finetune_recovered_head(adapter, fit, validation, test, head, metrics: dict,
     the test split is read once, at the end, for the chosen model. Returns (model, FinetuneResult,
     metrics) with ``metrics`` extended by the refit and fine-tuned accuracies (test and validation).
     """
-    from .finetune import build_decomposed_model, evaluate_model, finetune, training_transform
+    from ..portable.modeling_decomp import DecomposedForImageClassification
+    from .finetune import evaluate_model, finetune, training_transform
 
     if eval_every < 0:
         raise DecompValueError(f"--eval-every {eval_every} must be >= 0 epochs")
-    model = build_decomposed_model(adapter, head, selection_method=criterion, k2=k2)
+    model = DecomposedForImageClassification.from_classifier(adapter, head, selection_method=criterion, k2=k2)
     steps_per_epoch = max(1, (fit.num_rows or 0) // train_batch_size)
     every = max(1, round(eval_every * steps_per_epoch)) if eval_every else None
     result = finetune(model, fit, transform=training_transform(adapter, augment),

@@ -4,7 +4,8 @@ Every batch norm's output, after the ReLU that follows it, is averaged over spac
 chosen class votes for its top-k1 channels (k1 a fraction of the layer's width). A channel's score is
 the fraction of each class's samples that voted for it, averaged over the chosen classes, so every
 class has the same say whatever its sample count. The histograms are the same streaming
-:class:`~hf_decomp.method.statistics.ClassStatistics` as the final-layer analysis; hooks are removed in ``finally``.
+:class:`~hf_decomp.method.statistics.ClassStatistics` as the final-layer analysis, fed by the per-layer
+analysis' :class:`~hf_decomp.layers.capture.LayerCapture` hooks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..layers.capture import LayerCapture
 from ..method.statistics import ClassStatistics
 from ..utils.checks import check_width_fraction
 from ..utils.errors import DecompValueError
@@ -46,28 +48,18 @@ def gather_channel_votes(model: nn.Module, pixels: torch.Tensor, labels: torch.T
         raise DecompValueError("the model has no BatchNorm2d layers; class-aware pruning votes at batch norms")
     stats: dict[str, ClassStatistics] = {}
     k1s: dict[str, dict[float, int]] = {}
-    pooled: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def capture(module, args, output):
-            pooled[name] = F.relu(output).mean(dim=(2, 3))
-        return capture
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, pixels.shape[0], batch_size):
-            model(pixels[start:start + batch_size])
-            y = labels[start:start + batch_size]
-            for name, x in pooled.items():
-                if name not in stats:
-                    k1s[name] = {f: max(1, int(round(f * x.shape[1]))) for f in k1_fractions}
-                    stats[name] = ClassStatistics(num_classes, x.shape[1], set(k1s[name].values()))
-                stats[name].update(x.float().cpu(), y)
-            pooled.clear()
+        with LayerCapture(model, list(layers), activation=F.relu) as capture:  # hooks removed on exit
+            for start in range(0, pixels.shape[0], batch_size):
+                model(pixels[start:start + batch_size])
+                y = labels[start:start + batch_size]
+                for name, x in capture.take().items():
+                    if name not in stats:
+                        k1s[name] = {f: max(1, int(round(f * x.shape[1]))) for f in k1_fractions}
+                        stats[name] = ClassStatistics(num_classes, x.shape[1], set(k1s[name].values()))
+                    stats[name].update(x.cpu(), y)
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     return {f: {name: vote_scores(s, k1s[name][f]) for name, s in stats.items()} for f in k1_fractions}

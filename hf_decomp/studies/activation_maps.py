@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data import ImageSplit
+from ..data.label_names import model_class_index
 from ..data.labels import label_index, to_model_labels
 from ..data.loader import decode_image
 from ..models import ClassifierAdapter
@@ -174,17 +175,7 @@ def select_images(split: ImageSplit, label_names: list[str], classes=None, num_i
     if classes:
         if split.label_column is None:
             raise DecompValueError("choosing images by class needs a labelled dataset (pass --label-column)")
-        wanted = []
-        for c in classes:
-            if isinstance(c, str) and not c.isdigit():
-                if c not in label_names:
-                    close = [n for n in label_names if c.lower() in n.lower()][:5]
-                    raise DecompValueError(f"class {c!r} is not one of the model's labels{'; close: ' + str(close) if close else ''}")
-                wanted.append(label_names.index(c))
-            else:
-                if not 0 <= int(c) < len(label_names):
-                    raise DecompValueError(f"class index {c} is outside the model's {len(label_names)} classes")
-                wanted.append(int(c))
+        wanted = [model_class_index(c, label_names) for c in classes]
         labels = dataset.select_columns([split.label_column]).to_dict()[split.label_column]  # one read, not row by row
         labels = to_model_labels(torch.tensor([label_index(v) for v in labels], dtype=torch.long), split).tolist()
         picked = []

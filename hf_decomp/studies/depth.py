@@ -15,6 +15,7 @@ from ..method.selection import top_k_per_class
 from ..utils.checks import check_k, check_width_fraction
 from ..utils.errors import DecompValueError
 from ..utils.markdown import markdown_table
+from ..utils.paths import public_name
 from .common import ModelFeatures, StudyResult, evaluate_sets
 from .histograms import gather_class_statistics
 from .plotting import plt, save_figure
@@ -70,7 +71,7 @@ def depth_row(mf: ModelFeatures, *, k1: int | None = 5, k2: int | None = 5, k1_r
         "decomposed_accuracy": result["decomposed_accuracy"], "rho": result["rho"],
         "noise_ablation": result["noise_ablation"], "multiply_adds": result["multiply_adds"],
         "statistics_samples": stats.num_samples, "eval_samples": result["eval_samples"],
-        "dataset": mf.data.get("statistics", {}).get("dataset"),
+        "dataset": public_name(mf.data.get("statistics", {}).get("dataset")),  # no machine paths in results
     }
 
 

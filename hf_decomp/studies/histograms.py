@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.label_names import model_class_index
 from ..method.selection import top_k_per_class
 from ..method.statistics import ClassStatistics
 from ..utils.checks import check_k
-from ..utils.errors import DecompValueError
 from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult, batched
 from .plotting import grid_shape, plt, save_figure
@@ -29,18 +29,7 @@ def gather_class_statistics(mf: ModelFeatures, k1_values) -> ClassStatistics:
 def _choose_classes(label_names: list[str], classes, max_classes: int) -> list[int]:
     if classes is None:
         return list(range(min(len(label_names), max_classes)))
-    chosen = []
-    for c in classes:
-        if isinstance(c, str) and not c.isdigit():
-            if c not in label_names:
-                raise DecompValueError(f"class {c!r} is not a label of the model; labels start {label_names[:10]}")
-            chosen.append(label_names.index(c))
-        else:
-            c = int(c)
-            if not 0 <= c < len(label_names):
-                raise DecompValueError(f"class index {c} is outside [0, {len(label_names)})")
-            chosen.append(c)
-    return chosen
+    return [model_class_index(c, label_names) for c in classes]
 
 
 def plot_histogram_grid(histogram: torch.Tensor, index_sets, label_names, classes: list[int], path, k1: int,

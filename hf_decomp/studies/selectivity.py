@@ -23,6 +23,7 @@ from ..layers.selectivity import (
 from ..method.selection import coverage_per_class
 from ..utils.errors import DecompValueError
 from ..utils.markdown import markdown_table
+from ..utils.paths import public_name
 from .common import StudyResult
 from .plotting import plt, save_figure
 
@@ -202,9 +203,9 @@ def run_selectivity(models, dataset: str | None, out_dir, *, layers=("all-blocks
     adapters = [load_classifier(name) for name in models]  # fail on a bad name before any pass
     profiles = [selectivity_profile(adapter, image_split, layers, fraction=fraction, k1=k1, batch_size=batch_size,
                                     num_workers=num_workers) for adapter in adapters]
-    settings = {"models": list(models), "layers": list(layers), "k": fraction, "k1": k1, "split": split,
+    settings = {"models": [public_name(m) for m in models], "layers": list(layers), "k": fraction, "k1": k1, "split": split,
                 "limit": limit, "seed": seed, "images": image_split.num_rows,
-                "dataset": dataset or "bundled CIFAR-10"}  # no machine paths in committed results
+                "dataset": public_name(dataset) or "bundled CIFAR-10"}  # no machine paths in committed results
     with staged_output_dir(out_dir, overwrite) as staging:
         result = selectivity_study(profiles, staging, data={"settings": settings})
         write_report([result], staging, settings, title="hf-decomp selectivity")

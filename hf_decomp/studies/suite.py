@@ -21,6 +21,7 @@ from ..utils.checks import check_k_values
 from ..utils.errors import DecompValueError
 from ..utils.files import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
 from ..utils.markdown import markdown_table
+from ..utils.paths import publishable
 from .common import ModelFeatures, StudyResult, load_model_features
 from .csg import CSGConfig, csg_study
 from .depth import depth_result, depth_row
@@ -97,12 +98,14 @@ def render_report(results: list[StudyResult], settings: dict, title: str = "hf-d
 
 def write_report(results: list[StudyResult], out_dir: str | Path, settings: dict, timings: dict | None = None,
                  title: str = "hf-decomp report") -> None:
-    """report.md and report.json into ``out_dir`` (figures are already there)."""
+    """report.md and report.json into ``out_dir`` (figures are already there); local paths in the
+    settings and the studies' data are written as public names (no machine paths in shared results)."""
     out_dir = Path(out_dir)
+    settings = publishable(settings)
     atomic_write_text(out_dir / "report.md", render_report(results, settings, title, timings))
     atomic_write_json(out_dir / "report.json", {
         "settings": settings, "timings_seconds": timings or {},
-        "studies": {r.name: {"title": r.title, "figures": [Path(f).name for f in r.figures], "data": r.data}
+        "studies": {r.name: {"title": r.title, "figures": [Path(f).name for f in r.figures], "data": publishable(r.data)}
                     for r in results},
         "versions": _versions(),
     })
