@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .utils.version import __version__  # noqa: F401  (re-exported)
 
 # public name -> module that defines it (imported on first use)
 _LAZY = {
+    "AnalysisMetrics": ".analysis.results",
     "AnalysisResult": ".analysis.run",
+    "AnalysisSettings": ".analysis.settings",
     "analyze": ".analysis.run",
     "evaluate_decomposition": ".analysis.run",
     "gather_statistics": ".analysis.run",
+    "get_criterion": ".method.criteria",
+    "list_criteria": ".method.criteria",
+    "register_criterion": ".method.criteria",
     "InfluentialIndices": ".method.indices",
     "coverage_per_class": ".method.selection",
     "select_from_statistics": ".method.selection",

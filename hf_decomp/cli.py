@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from . import __version__
+from .utils.version import __version__
 from .commands import COMMAND_MODULES
 from .utils.errors import DecompError
 

@@ -434,7 +434,7 @@ def _versions() -> dict:
     import timm
     import transformers
 
-    from .. import __version__
+    from ..utils.version import __version__
 
     return {"hf_decomp": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "transformers": transformers.__version__, "python": platform.python_version()}

@@ -45,7 +45,7 @@ def write_space(out_dir: str | Path, repo_id: str, *, overwrite: bool = False, t
     """
     import gradio
 
-    from .. import __version__
+    from ..utils.version import __version__
 
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise DecompValueError(f"--repo-id {repo_id!r}: a Space shows a model pushed to the Hub; give its id as "

@@ -115,7 +115,7 @@ def _versions() -> dict:
     import timm
     import torch
 
-    from .. import __version__
+    from ..utils.version import __version__
 
     return {"hf_decomp": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "python": platform.python_version(), "cpu_count": os.cpu_count(),
