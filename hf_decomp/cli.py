@@ -7,9 +7,9 @@ import importlib
 import logging
 import sys
 
-from .utils.version import __version__
 from .commands import COMMAND_MODULES
 from .utils.errors import DecompError
+from .utils.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -69,11 +69,11 @@ def test_analyze_refuses_what_it_cannot_compute_before_any_work():
         analyze("no-such-model", coverage=0.5, method="contribution")
     # label-free with coverage used to give silent 1-feature sets
     with pytest.raises(DecompValueError, match="criterion 'label-free' keeps k2 features per class"):
-        analyze("no-such-model", coverage=0.5, method="label-free")
+        analyze("no-such-model", coverage=0.5, criterion="label-free")
     with pytest.raises(DecompValueError, match="criterion 'coverage' sizes its sets by coverage"):
         check_selection("coverage", k2=3)
     with pytest.raises(DecompValueError, match="Did you mean 'histogram'"):
-        analyze("no-such-model", method="histogramm")
+        analyze("no-such-model", criterion="histogramm")
     with pytest.raises(DecompValueError, match="the refit keeps k per class"):
         decompose_head(torch.ones(2, 3), None, torch.ones(4, 3), torch.tensor([0, 1, 0, 1]), method="coverage")
 
@@ -101,15 +101,15 @@ def test_a_new_criterion_is_one_decorated_function(smallest_weight, color_datase
     weight = ColourNet().fc.weight.detach()
     assert select_from_statistics(stats, k1=1, k2=2, method=smallest_weight, weight=weight)[0] == expected
     result = analyze(adapt_timm_model(ColourNet(), name="colournet"), str(color_dataset), k1=2, k2=2,
-                     method=smallest_weight, num_workers=0)
+                     criterion=smallest_weight, num_workers=0)
     assert result.indices.sets == expected and result.metrics["selection"]["method"] == smallest_weight
     # every logit is its bias (0) on these sets: argmax picks class 0 for every image, a third of them right
     assert result.metrics["decomposed_accuracy"] == pytest.approx(100 / 3)
     head = decompose_head(weight, None, torch.rand(6, 6), None, method=smallest_weight, k=2, refit=False,
                           bias_correction=False)
     assert head.index_sets() == expected
-    args = build_parser().parse_args(["analyze", "--method", smallest_weight])
-    assert args.method == smallest_weight
+    args = build_parser().parse_args(["analyze", "--criterion", smallest_weight])
+    assert args.criterion == smallest_weight
 
 
 def _reference_case():
