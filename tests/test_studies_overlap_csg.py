@@ -102,3 +102,17 @@ def test_csg_study_table(tmp_path):
     assert "| toy | 100.00 |" in study.markdown
     with pytest.raises(DecompValueError, match="k grid is empty"):
         csg_study(mf, k_values=[], progress=False)
+
+
+def test_overlap_study_reports_the_classes_histogram_mi_next_to_mis(tmp_path):
+    features, labels = _label_copy_features(50)
+    weight = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
+    mf = ModelFeatures.from_tensors(weight, None, (features.float(), labels), (features.float(), labels), ["a", "b"])
+    disjoint = overlap_study(mf, [[0], [1]], tmp_path, bins=2, histogram=torch.tensor([[5, 5, 0, 0], [0, 0, 5, 5]]))
+    same = overlap_study(mf, [[0], [1]], tmp_path, bins=2, histogram=torch.tensor([[5, 5, 0, 0], [4, 6, 0, 0]]))
+    # indicators above each class's mean vote: disjoint halves share nothing (0 nats); equal halves
+    # share the whole entropy of a two-of-four indicator, ln 2
+    assert disjoint.data["histogram_pairwise_mi_nats"] == pytest.approx(0.0, abs=1e-4)
+    assert same.data["histogram_pairwise_mi_nats"] == pytest.approx(0.6931, abs=1e-3)
+    assert "top-k1 histograms (the authors' measure" in same.markdown and "0.693" in same.markdown
+    assert "histogram_pairwise_mi_nats" not in overlap_study(mf, [[0], [1]], tmp_path, bins=2).data

@@ -178,7 +178,8 @@ def run_single(args: argparse.Namespace) -> int:
         elif args.study == "overlap":
             stats = gather_class_statistics(mf, [args.k1])
             sets = top_k_per_class(stats.histogram(args.k1), args.k2)
-            result = overlap_study(mf, sets, staging, selection=f"Algorithm 1 (k1 = {args.k1}, k2 = {args.k2})")
+            result = overlap_study(mf, sets, staging, selection=f"Algorithm 1 (k1 = {args.k1}, k2 = {args.k2})",
+                                   histogram=stats.histogram(args.k1))
             print(f"MIS {result.data['mutual_information_score_bits']:.4f} bits; mean Jaccard "
                   f"{result.data['mean_jaccard_off_diagonal']:.3f}")
         elif args.study == "csg":

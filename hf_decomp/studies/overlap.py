@@ -7,6 +7,9 @@
   equal-count bins. ``MIS`` is its mean over features of the max over classes (higher = features
   are more class-specific). We also report the mean MI of the (class, feature) pairs a selection
   keeps, which compares selections (Algorithm 1, CSG gates) on the same features.
+- Next to MIS, the authors' measure (their ``indices_experiment``): the mean pairwise MI between the
+  classes' top-k1 histograms (:func:`hf_decomp.layers.selectivity.histogram_mutual_information`;
+  lower = classes vote for more distinct features).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..layers.selectivity import histogram_mutual_information
 from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult
 from .plotting import annotated_heatmap, plt, save_figure
@@ -119,11 +123,13 @@ def plot_overlap(jaccard: torch.Tensor, per_feature: torch.Tensor, label_names, 
 
 
 def overlap_study(mf: ModelFeatures, index_sets, out_dir, *, bins: int = 8, selection: str = "Algorithm 1",
-                  extra_selections: dict | None = None) -> StudyResult:
+                  extra_selections: dict | None = None, histogram: torch.Tensor | None = None) -> StudyResult:
     """Jaccard heatmap, classes-per-feature histogram and MI scores of ``index_sets``.
 
     Args:
         extra_selections: other index sets (e.g. ``{"CSG top-k": sets}``) whose selected-pair MI is reported too.
+        histogram: the (C, d) top-k1 histogram the sets were drawn from; adds the classes' pairwise
+            histogram MI next to MIS.
     """
     d = mf.num_features
     jaccard = jaccard_matrix(index_sets, d)
@@ -147,6 +153,12 @@ def overlap_study(mf: ModelFeatures, index_sets, out_dir, *, bins: int = 8, sele
         "selected_pair_mi_bits": selections,
         "jaccard": jaccard.tolist(),
     }
+    histogram_mi = ""
+    if histogram is not None:
+        pairwise = histogram_mutual_information(histogram.cpu())
+        data["histogram_pairwise_mi_nats"] = pairwise["mean"]
+        histogram_mi = (f" Mean pairwise MI between the classes' top-k1 histograms (the authors' measure; lower = "
+                        f"more distinct votes) = {pairwise['mean']:.4f} nats.")
     rows = [[name, f"{v['selected_pairs']:.4f}", f"{v['other_pairs']:.4f}" if v["other_pairs"] is not None else None]
             for name, v in selections.items()]
     markdown = (
@@ -155,7 +167,8 @@ def overlap_study(mf: ModelFeatures, index_sets, out_dir, *, bins: int = 8, sele
         f"{data['features_class_specific']} exactly one, {data['features_shared']} several.\n\n"
         f"![overlap](overlap.png)\n\n"
         f"Mutual information between features and classes (eval split, {bins} equal-count bins per feature): "
-        f"MIS = mean_j max_c MI(a_j; 1[y=c]) = {data['mutual_information_score_bits']:.4f} bits. Mean MI of the "
+        f"MIS = mean_j max_c MI(a_j; 1[y=c]) = {data['mutual_information_score_bits']:.4f} bits.{histogram_mi} "
+        f"Mean MI of the "
         f"(class, feature) pairs each selection keeps vs all other pairs:\n\n"
         + markdown_table(["selection", "selected pairs (bits)", "other pairs (bits)"], rows)
     )

@@ -282,7 +282,7 @@ def run_report(settings: ReportSettings | None = None, out_dir: str | Path = "ru
                     extra[f"CSG top-{settings.k2} gates"] = match[0]["csg_sets"]
             results.append(timed("overlap", lambda: overlap_study(
                 primary, sets, staging, selection=f"Algorithm 1 (k1 = {settings.k1}, k2 = {settings.k2})",
-                extra_selections=extra)))
+                extra_selections=extra, histogram=stats.histogram(settings.k1))))
         if csg is not None:
             results.append(csg)
         if "activation-maps" in wanted:
