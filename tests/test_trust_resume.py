@@ -109,6 +109,22 @@ def test_feature_caches_never_serve_another_backbone(color_dataset, tmp_path):
     assert torch.allclose(mf_b.test_features, 2 * mf_a.test_features)
 
 
+def test_a_feature_cache_folder_is_only_cleared_when_it_holds_nothing_but_a_cache(color_dataset, tmp_path):
+    split = load_image_split(str(color_dataset), "train")
+    adapter = _colournet()
+    expected, _ = cached_features(adapter, split, tmp_path / "fresh", num_workers=0)
+    interrupted = tmp_path / "interrupted"  # a write stopped before meta.json: its shards are rewritten
+    interrupted.mkdir()
+    save_file({"features": torch.zeros(1, 6)}, interrupted / "shard-00000.safetensors")
+    assert torch.equal(cached_features(adapter, split, interrupted, num_workers=0)[0], expected)
+    mine = tmp_path / "mine"  # any caller's folder (refit, the studies, the ImageNet samples)
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(DecompValueError, match=r"mine holds files but is not an hf-decomp feature cache \(notes.txt\)"):
+        cached_features(adapter, split, mine, num_workers=0)
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
 def test_edited_checkpoint_metadata_is_one_clear_error(color_dataset, tmp_path, monkeypatch, capsys):
     model = tiny_colour_model(tmp_path / "model")
     out = tmp_path / "run"

@@ -89,9 +89,19 @@ class FeatureCache:
                 f"{details}). Use another --cache-dir or delete that folder."
             )
 
+    def _check_only_cache_files(self) -> None:
+        """``write`` replaces the folder: refuse when it holds anything but shards and meta.json (an
+        interrupted write leaves shards without meta.json, which is rewritten)."""
+        foreign = sorted(p.name for p in self.directory.iterdir()
+                         if p.name != "meta.json" and not (p.name.startswith("shard-") and p.suffix == ".safetensors"))
+        if foreign:
+            raise DecompValueError(f"{self.directory} holds files but is not an hf-decomp feature cache "
+                                   f"({', '.join(foreign[:3])}); choose an empty or new --cache-dir.")
+
     def write(self, batches, key: dict, shard_size: int = 65_536) -> None:
         """Write batches of (features, labels, keys) into shards, then mark the cache complete."""
         if self.directory.exists():
+            self._check_only_cache_files()
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True)
         buffered, labels, keys, count, shards = [], [], [], 0, 0

@@ -26,11 +26,6 @@ __all__ = ["build_recovered_head", "save_recovered_head", "card_metrics", "finet
 
 def _cached(adapter, split, cache_dir, batch_size, num_workers):
     directory = None if cache_dir is None else Path(cache_dir) / split.split
-    if directory is not None and directory.is_dir() and any(directory.iterdir()) \
-            and not (directory / "meta.json").is_file():
-        # FeatureCache.write clears its folder: never do that to a folder that is not a feature cache
-        raise DecompValueError(f"--cache-dir: {directory} holds files but is not an hf-decomp feature cache "
-                               f"(no meta.json). Choose an empty or new folder.")
     # looked up at call time: tests replace feature_cache.cached_features to prove no features are computed
     return feature_cache.cached_features(adapter, split, directory=directory, batch_size=batch_size,
                                          num_workers=num_workers)
