@@ -11,7 +11,7 @@ import re
 
 from transformers import PretrainedConfig
 
-from .index_sets import as_index, check_index_sets
+from .index_sets import as_index, check_index_sets, is_index
 
 __all__ = ["DecompConfig"]
 
@@ -180,7 +180,7 @@ def _checked_index_sets(index_sets) -> list[list[int]]:
         raise DecompConfig.error_class(f"index_sets must be one list of feature indices per class, got {index_sets!r:.80}; "
                                        f"re-export the model.")
     for c, subset in enumerate(index_sets):
-        bad = [i for i in subset if not (hasattr(i, "__index__") and not isinstance(i, bool))]
+        bad = [i for i in subset if not is_index(i)]
         if bad:
             raise DecompConfig.error_class(f"class {c}: index_sets holds {bad[:5]}, not integer feature indices; "
                                            f"re-export the model.")

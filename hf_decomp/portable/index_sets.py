@@ -5,20 +5,24 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 
-__all__ = ["as_index", "check_index_sets"]
+__all__ = ["as_index", "check_index_sets", "is_index"]
+
+
+def is_index(value) -> bool:
+    """A Python or numpy integer; not a bool, float (2.7 would silently become 2), NaN or string."""
+    return not isinstance(value, bool) and hasattr(value, "__index__")
 
 
 def as_index(value, where: str, error: type[Exception] = ValueError) -> int:
-    """An integer index, refusing floats (2.7 would silently become 2), NaN, bools and strings."""
+    """``value`` as an ``int`` when :func:`is_index`, else ``error`` naming it."""
     if isinstance(value, bool):
         raise error(f"{where}: {value!r} is not a feature index (an integer)")
-    try:
-        return operator.index(value)
-    except TypeError:
+    if not is_index(value):
         raise error(
             f"{where}: {value!r} is not a feature index (an integer); the file was edited or damaged. "
             f"Re-create it (`hf-decomp analyze`, or re-export the model)."
-        ) from None
+        )
+    return operator.index(value)
 
 
 def check_index_sets(index_sets, num_features: int, label_names: Sequence[str] | None = None,
