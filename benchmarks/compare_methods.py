@@ -92,6 +92,13 @@ def _percent(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _recipe_options(finetune: dict) -> str:
+    """The fine-tuning options that differ from the defaults (frozen batch norms, clipping, ...)."""
+    defaults = {"freeze_bn": False, "clip_grad": None, "backbone_lr_scale": 1.0, "head_warmup": 0.0}
+    return ", ".join(f"{key}={finetune[key]}" for key, default in defaults.items()
+                     if finetune.get(key, default) != default)
+
+
 def _describe_split(split: dict) -> str:
     if split["kind"] == "named":
         return f"the dataset's {split['split']!r} split ({split['rows']} images)"
@@ -115,23 +122,26 @@ def main() -> None:
                         help="pruning keep fractions to try; the best on validation is reported")
     parser.add_argument("--finetune-metrics", nargs="*", default=[],
                         help="metrics.json files written by `hf-decomp finetune` to add to the table")
-    parser.add_argument("--reuse", default=None,
-                        help="compare.json of an earlier run: re-render its rows (e.g. to add --finetune-metrics)")
+    parser.add_argument("--reuse", nargs="+", default=None, metavar="COMPARE_JSON",
+                        help="compare.json of earlier runs: re-render (and merge) their rows, e.g. to add "
+                             "--finetune-metrics or to put the models of separate runs in one table")
     parser.add_argument("--out", default="runs/compare")
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    rows, fulls = [], {}
+    rows, fulls, finetuned = [], {}, []
+    for path in args.reuse or []:
+        earlier = json.loads(Path(path).read_text())
+        rows += [r for r in earlier["rows"] if r["model"] not in fulls]
+        fulls = {**earlier["full_accuracy"], **fulls}
+        finetuned += [f for f in earlier.get("finetuned", []) if f not in finetuned]
     if args.reuse:
-        earlier = json.loads(Path(args.reuse).read_text())
-        rows, fulls = earlier["rows"], earlier["full_accuracy"]
         args.model = list(fulls)
     for name in args.model:
         if name not in fulls:
             fulls[name], model_rows = compare_model(name, args.methods, args.k2_grid, args.max_iter, args.val_split,
                                                     args.seed, args.keep)
             rows += model_rows
-    finetuned = []
     for path in args.finetune_metrics:
         m = json.loads(Path(path).read_text())
         ft, val = m.get("finetune", {}), m.get("validation", {})
@@ -142,6 +152,7 @@ def main() -> None:
                           "validation_finetuned_accuracy": val.get("finetuned_accuracy"),
                           "epochs": ft.get("epochs"), "lr": ft.get("lr"), "distill": ft.get("distill", 0.0),
                           "seed": ft.get("seed"), "best_step": (ft.get("validation") or {}).get("best_step"),
+                          "options": _recipe_options(ft),
                           "steps": ft.get("steps"), "source": Path(path).parent.name})
 
     lines = ["# Decomposed accuracy (CIFAR-10 test) by selection method", "",
@@ -164,7 +175,7 @@ def main() -> None:
                                   "test +corr % (rho)", "test +corr+refit % (rho)"], table), ""]
     if finetuned:
         lines += ["## Fine-tuned (whole network, `hf-decomp finetune`)", ""]
-        table = [[f["model"], f["method"], f["k"], "" if f.get("keep") is None else f"{f['keep']:g}", f"{f['epochs']:g}", f"{f['lr']:g}", f"{f['distill']:g}", f.get("seed"),
+        table = [[f["model"], f["method"], f["k"], "" if f.get("keep") is None else f"{f['keep']:g}", f"{f['epochs']:g}", f"{f['lr']:g}", f"{f['distill']:g}", f.get("options") or "", f.get("seed"),
                   f"{f['best_step']}/{f['steps']}", _percent(f.get("validation_refit_accuracy")),
                   _percent(f.get("validation_finetuned_accuracy")), f"{f['refit_accuracy']:.2f}",
                   f"{f['finetuned_accuracy']:.2f} ({f['finetuned_accuracy'] / f['full_accuracy']:.3f})"]
@@ -172,7 +183,7 @@ def main() -> None:
         lines += ["The model kept is the one best on validation (checked before training, every `--eval-every` "
                   "epochs and at the end: `chosen step`); the test split is read once, for that model. keep = the "
                   "pruning keep fraction of the refit head it starts from.", "",
-                  markdown_table(["model", "method", "k", "keep", "epochs", "lr", "distill", "seed", "chosen step",
+                  markdown_table(["model", "method", "k", "keep", "epochs", "lr", "distill", "options", "seed", "chosen step",
                                   "validation refit %", "validation fine-tuned %", "test refit %",
                                   "test fine-tuned % (rho)"], table), ""]
     out = Path(args.out)

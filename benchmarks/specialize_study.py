@@ -3,8 +3,10 @@
 For each class subset: hold out ``--val-per-class`` training images per class as a validation split
 (every hyper-parameter is chosen there, never on test), gather the chosen classes' channel votes on
 ``--train-per-class`` other training images, then for each budget and method prune with
-Torch-Pruning, refit the head on the same training images, and (at ``--ft-budgets``) fine-tune for
-one epoch over those images distilled from the full model's restricted logits. Accuracy is measured
+Torch-Pruning, refit the head on the same training images, and (at ``--ft-budgets``, all budgets by
+default) fine-tune for one epoch over those images distilled from the full model's restricted logits.
+The k1 fraction and each method's fine-tuning learning rate are chosen on validation at
+``--select-budget``; the other budgets reuse them. Accuracy is measured
 on every CIFAR-10 test image of the chosen classes. Results are appended to ``--out`` (JSON) after
 every configuration, so an interrupted run keeps what it measured.
 
@@ -66,12 +68,14 @@ def main() -> None:
     parser.add_argument("--model", default="cifar10_resnet20")
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS))
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.1, 0.3, 0.5, 0.7])
-    parser.add_argument("--ft-budgets", nargs="*", type=float, default=[0.3])
+    parser.add_argument("--ft-budgets", nargs="*", type=float, default=None,
+                        help="budgets at which to fine-tune (default: every budget)")
     parser.add_argument("--k1-fractions", nargs="+", type=float, default=[0.1, 0.25, 0.5])
     parser.add_argument("--select-budget", type=float, default=0.3, help="budget at which k1 is chosen on validation")
     parser.add_argument("--train-per-class", type=int, default=1000)
     parser.add_argument("--val-per-class", type=int, default=300)
-    parser.add_argument("--ft-lr", type=float, default=0.01)
+    parser.add_argument("--ft-lrs", nargs="+", type=float, default=[0.01, 0.03],
+                        help="fine-tuning learning rates; each method's is chosen on validation at --select-budget")
     parser.add_argument("--use-train-per-class", type=int, default=None,
                         help="use only this many of the cached training images per class (a cheaper run)")
     parser.add_argument("--use-test-per-class", type=int, default=None,
@@ -81,6 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    ft_budgets = args.budgets if args.ft_budgets is None else args.ft_budgets
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     adapter = load_classifier(args.model)
@@ -134,9 +139,13 @@ def main() -> None:
             k1_val[fraction] = accuracy(recover_specialist(pruned, train), *val)
         k1 = max(k1_val, key=k1_val.get)
         print(f"{subset}: k1 fraction validation accuracies {k1_val} -> {k1}", flush=True)
-        for budget in args.budgets:
+        # the selection budget first: it fixes each method's fine-tuning learning rate for the others
+        chosen_lr = {r["method"]: r["ft_lr"] for r in results["runs"]
+                     if r["subset"] == subset and r.get("stage") == "finetune" and r["budget"] == args.select_budget}
+        for budget in sorted(args.budgets, key=lambda b: (b != args.select_budget, b)):
             for method in PRUNING_METHODS:
-                if (subset, method, budget, "refit") in done:
+                if (subset, method, budget, "refit") in done and (
+                        budget not in ft_budgets or (subset, method, budget, "finetune") in done):
                     continue
                 t = time.time()
                 raw, info = prune_specialist(model, class_ids, budget, method=method, input_size=input_size,
@@ -155,15 +164,26 @@ def main() -> None:
                                          "batch64": latency_ms(pruned, input_size, 64)}
                           if args.latency_budgets is None or budget in args.latency_budgets else None}
                 record["seconds"] = time.time() - t
-                save(record)
-                if budget in args.ft_budgets and (subset, method, budget, "finetune") not in done:
+                if (subset, method, budget, "refit") not in done:
+                    save(record)
+                if budget not in ft_budgets or (subset, method, budget, "finetune") in done:
+                    continue
+                lrs = [chosen_lr[method]] if method in chosen_lr else args.ft_lrs
+                trials = {}
+                for lr in lrs:
                     t = time.time()
                     tuned, metrics = finetune_specialist(pruned, adapter, class_ids,
                                                          subset_split(train_split, train_rows, class_ids),
-                                                         epochs=1.0, lr=args.ft_lr)
-                    save({**record, "stage": "finetune", "finetune": metrics, "val_accuracy": accuracy(tuned, *val),
-                          "test_accuracy": accuracy(tuned, *test), "seconds": time.time() - t})
-
+                                                         epochs=1.0, lr=lr)
+                    trials[lr] = (accuracy(tuned, *val), tuned, metrics, time.time() - t)
+                lr = max(trials, key=lambda v: trials[v][0])
+                chosen_lr.setdefault(method, lr)
+                val_accuracy, tuned, metrics, seconds = trials[lr]
+                save({**record, "stage": "finetune", "ft_lr": lr,
+                      "ft_lr_validation": {str(v): trials[v][0] for v in trials}, "finetune": metrics,
+                      "val_accuracy": val_accuracy, "test_accuracy": accuracy(tuned, *test), "seconds": seconds})
+                print(f"{subset} {method} {budget}: fine-tuning lr validation "
+                      f"{ {v: trials[v][0] for v in trials} } -> {lr}", flush=True)
 
 if __name__ == "__main__":
     main()

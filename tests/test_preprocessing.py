@@ -137,6 +137,41 @@ def test_gpu_decode_falls_back_to_the_cpu_path_without_cuda_and_its_device_step_
     assert torch.equal(pixels, reference["pixel_values"])
 
 
+def test_device_geometry_runs_once_per_image_shape_and_equals_the_per_image_path():
+    """decode_on_device batches same-shape images through Resize/CenterCrop: same pixels as one by one."""
+    from hf_decomp.data import gpu_decode
+
+    transform = T.Compose([T.Resize(36), T.CenterCrop(32), T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3)])
+    plan = split_preprocessing(transform)
+    assert plan.batched
+    rng = np.random.default_rng(3)
+    shapes = [(40, 48), (40, 48), (50, 37), (40, 48), (32, 32)]
+    images = [torch.from_numpy(rng.integers(0, 256, (3, *shape), dtype=np.uint8)) for shape in shapes]
+    items = [images[0], torch.frombuffer(bytearray(png_bytes(Image.fromarray(images[1].permute(1, 2, 0).numpy()),
+                                                             "JPEG")), dtype=torch.uint8), *images[2:]]
+    calls = []
+    counted = UInt8PreprocessingSpy(plan, calls)
+    out = gpu_decode.decode_on_device(items, counted, "cpu", (3, 32, 32), skip_at_input_size=False)
+    assert len(calls) == 3  # the (40, 48) trio, the (50, 37) image, the (32, 32) image
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    images[1] = decode_jpeg(items[1], mode=ImageReadMode.RGB)
+    assert torch.equal(out, torch.stack([gpu_decode._one_image(plan, image, 32, 32) for image in images]))
+    # random steps draw once per call, so a plan with them goes image by image
+    assert not split_preprocessing(T.Compose([T.RandomCrop(32, padding=4), T.ToTensor()])).batched
+
+
+class UInt8PreprocessingSpy:
+    """``plan`` with its geometric calls recorded."""
+
+    def __init__(self, plan, calls):
+        self.plan, self.calls, self.batched = plan, calls, plan.batched
+
+    def geometric(self, images):
+        self.calls.append(tuple(images.shape))
+        return self.plan.geometric(images)
+
+
 def test_a_processor_whose_resize_leaves_fractions_keeps_the_float_path():
     class FractionalProcessor:  # resizes in float (as some fast processors can): uint8 would round
         do_rescale, rescale_factor, do_normalize = True, 1 / 255, False

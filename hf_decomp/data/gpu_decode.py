@@ -47,13 +47,34 @@ def decode_on_device(items: list, plan: UInt8Preprocessing, device, input_size, 
         for i, image in zip(encoded, decoded):
             images[i] = image
     height, width = input_size[1:]
-    out = []
-    for image in images:
-        if tuple(image.shape[1:]) != (height, width) or not skip_at_input_size:
-            image = plan.geometric(image)
-        if tuple(image.shape[1:]) != (height, width):  # the same fallback as the CPU path
-            from torchvision.transforms.functional import resize
-
-            image = plan.geometric(resize(image, [height, width], antialias=True))
-        out.append(image)
+    out: list = [None] * len(images)
+    # one geometric call per distinct image shape (a whole batch when all are alike) instead of one
+    # per image: the device's kernel launches, not its arithmetic, bound a per-image resize
+    by_shape: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        if tuple(image.shape[1:]) == (height, width) and skip_at_input_size:
+            out[i] = image
+        else:
+            by_shape.setdefault(tuple(image.shape), []).append(i)
+    for rows in by_shape.values():
+        for i, image in zip(rows, _geometric(plan, torch.stack([images[i] for i in rows]), height, width)):
+            out[i] = image
     return torch.stack(out)
+
+
+def _geometric(plan: UInt8Preprocessing, images: torch.Tensor, height: int, width: int) -> list:
+    """The geometric steps of same-shape images (N, 3, H, W): batched where the steps accept a batch."""
+    if plan.batched:
+        resized = plan.geometric(images)
+        if tuple(resized.shape[2:]) == (height, width):
+            return list(resized)
+    return [_one_image(plan, image, height, width) for image in images]
+
+
+def _one_image(plan: UInt8Preprocessing, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    image = plan.geometric(image)
+    if tuple(image.shape[1:]) != (height, width):  # the same fallback as the CPU path
+        from torchvision.transforms.functional import resize
+
+        image = plan.geometric(resize(image, [height, width], antialias=True))
+    return image

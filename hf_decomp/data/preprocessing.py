@@ -22,6 +22,8 @@ __all__ = ["UInt8Preprocessing", "split_preprocessing", "normalize_pixels", "bat
 
 # timm's MaybeToTensor and torchvision's ToTensor: PIL uint8 -> float / 255
 _TO_TENSOR_NAMES = ("ToTensor", "MaybeToTensor")
+# geometric steps that treat every image of a (N, C, H, W) batch alike and the same as one image
+_BATCHABLE = (T.Resize, T.CenterCrop, T.Pad)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ class UInt8Preprocessing:
             return np.array_equal(self.to_uint8(Image.fromarray(probe)), probe)
         except Exception:  # noqa: BLE001 - a transform that cannot run on the probe is simply not skipped
             return False
+
+    @property
+    def batched(self) -> bool:
+        """True when ``geometric`` also takes a (N, 3, H, W) tensor batch: only torchvision's deterministic
+        tensor transforms (random ones would draw once for the whole batch)."""
+        steps = _flatten(self.geometric)
+        return all(isinstance(step, _BATCHABLE) for step in steps)
 
     @property
     def scale(self) -> tuple:

@@ -79,8 +79,15 @@ def recalibrate_batchnorm(model: nn.Module, pixels: torch.Tensor, batch_size: in
 
 
 def recover_specialist(pruned: nn.Module, train: tuple[torch.Tensor, torch.Tensor], *, recalibrate: bool = True,
-                       weight_decay: float = 0.0) -> nn.Module:
-    """A copy of ``pruned`` with batch norms recalibrated and the head refit on ``train``'s cached features."""
+                       weight_decay: float = 1e-3) -> nn.Module:
+    """A copy of ``pruned`` with batch norms recalibrated and the head refit on ``train``'s cached features.
+
+    ``weight_decay``: the refit's L2 penalty. A few images of two classes are often separable, and an
+    unpenalised refit then grows its weights without bound (a head norm near 1,000 on 48 images per
+    class), whose saturated logits make distilled fine-tuning diverge. 1e-3 was chosen on held-out
+    training images (cat/dog, ResNet-20, budget 0.3): best refit and fine-tuned validation accuracy
+    of {0, 1e-3, 1e-2}.
+    """
     pruned = copy.deepcopy(pruned)
     if recalibrate:
         recalibrate_batchnorm(pruned, train[0])
