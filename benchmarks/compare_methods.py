@@ -153,6 +153,7 @@ def main() -> None:
                           "epochs": ft.get("epochs"), "lr": ft.get("lr"), "distill": ft.get("distill", 0.0),
                           "seed": ft.get("seed"), "best_step": (ft.get("validation") or {}).get("best_step"),
                           "options": _recipe_options(ft),
+                          "validation_history": [h["accuracy"] for h in (ft.get("validation") or {}).get("history", [])],
                           "steps": ft.get("steps"), "source": Path(path).parent.name})
 
     lines = ["# Decomposed accuracy (CIFAR-10 test) by selection method", "",
@@ -176,7 +177,8 @@ def main() -> None:
     if finetuned:
         lines += ["## Fine-tuned (whole network, `hf-decomp finetune`)", ""]
         table = [[f["model"], f["method"], f["k"], "" if f.get("keep") is None else f"{f['keep']:g}", f"{f['epochs']:g}", f"{f['lr']:g}", f"{f['distill']:g}", f.get("options") or "", f.get("seed"),
-                  f"{f['best_step']}/{f['steps']}", _percent(f.get("validation_refit_accuracy")),
+                  f"{f['best_step']}/{f['steps']}", " → ".join(f"{a:.2f}" for a in f.get("validation_history") or []),
+                  _percent(f.get("validation_refit_accuracy")),
                   _percent(f.get("validation_finetuned_accuracy")), f"{f['refit_accuracy']:.2f}",
                   f"{f['finetuned_accuracy']:.2f} ({f['finetuned_accuracy'] / f['full_accuracy']:.3f})"]
                  for f in finetuned if f.get("finetuned_accuracy") is not None]
@@ -184,7 +186,7 @@ def main() -> None:
                   "epochs and at the end: `chosen step`); the test split is read once, for that model. keep = the "
                   "pruning keep fraction of the refit head it starts from.", "",
                   markdown_table(["model", "method", "k", "keep", "epochs", "lr", "distill", "options", "seed", "chosen step",
-                                  "validation refit %", "validation fine-tuned %", "test refit %",
+                                  "validation at each check %", "validation refit %", "validation fine-tuned %", "test refit %",
                                   "test fine-tuned % (rho)"], table), ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -185,5 +185,6 @@ def main() -> None:
                 print(f"{subset} {method} {budget}: fine-tuning lr validation "
                       f"{ {v: trials[v][0] for v in trials} } -> {lr}", flush=True)
 
+
 if __name__ == "__main__":
     main()
