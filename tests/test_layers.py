@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import requires_shared
 from helpers_layers import ColourBlocksNet
 
 from hf_decomp import analyze, load_indices
@@ -130,6 +131,7 @@ def test_analyze_layers_with_fractions_and_coverage(color_dataset, blocks_adapte
     assert covered.layer_indices["blocks.0"].sets == [[0], [1], [2]]
 
 
+@requires_shared("models", "cifar10-resnets")  # the CLI's default model: cifar10_resnet20
 def test_cli_layers_list_and_unknown_name(color_dataset, tmp_path, capsys):
     assert main(["analyze", "--list-layers"]) == 0
     listed = capsys.readouterr().out.splitlines()

@@ -199,6 +199,7 @@ def test_a_label_column_without_class_indices_is_named_with_its_type_and_the_fix
         load_image_split(dataset, "train", label_column=None if column == "label" else column)
 
 
+@requires_shared("models", "cifar10-resnets")  # the CLI's default model: cifar10_resnet20
 def test_cli_names_the_bad_label_column_in_one_line(tmp_path, capsys):
     dataset = _write(tmp_path / "d", ["red", "green", "blue"], datasets.ClassLabel(names=["red", "green", "blue"]),
                      extra={"name": ["x"] * 9})
