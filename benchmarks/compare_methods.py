@@ -154,7 +154,9 @@ def main() -> None:
                           "seed": ft.get("seed"), "best_step": (ft.get("validation") or {}).get("best_step"),
                           "options": _recipe_options(ft),
                           "validation_history": [h["accuracy"] for h in (ft.get("validation") or {}).get("history", [])],
-                          "steps": ft.get("steps"), "source": Path(path).parent.name})
+                          "steps": ft.get("steps"),
+                          # a run folder's metrics.json is named by its folder; a copied file by its own name
+                          "source": Path(path).parent.name if Path(path).name == "metrics.json" else Path(path).stem})
 
     lines = ["# Decomposed accuracy (CIFAR-10 test) by selection method", "",
              "Validation: " + _describe_split(next(iter(fulls.values()))["val_split"]) + ". Statistics, selection "
