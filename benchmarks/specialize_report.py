@@ -29,6 +29,11 @@ def load_runs(paths):
     return runs, meta
 
 
+def complete_at(by_key, subsets, budget):
+    """The subsets that have both methods at ``budget`` (refit stage)."""
+    return [s for s in subsets if all((s, m, budget, "refit") in by_key for m in ("class-aware", "magnitude"))]
+
+
 def guarded(by_key, subset, method, budget):
     """The fine-tuned run, or the refit one where fine-tuning lowered validation accuracy (a choice made
     on validation only, as ``hf-decomp finetune`` keeps its best validation check)."""
@@ -40,7 +45,7 @@ def guarded(by_key, subset, method, budget):
 
 def targets(by_key, full, subsets, budgets, budget_limit: float = 0.3) -> list[str]:
     """Issue 11's two targets at the largest budget whose MACs are within ``budget_limit``, mean over ``subsets``."""
-    within = [b for b in budgets if all((s, m, b, "refit") in by_key for s in subsets for m in ("class-aware", "magnitude"))
+    within = [b for b in budgets if complete_at(by_key, subsets, b) == subsets
               and max(by_key[(s, "class-aware", b, "refit")]["macs_fraction"] for s in subsets) <= budget_limit]
     if not within:
         return []
@@ -108,9 +113,6 @@ def main() -> None:
                     f"{r['test_accuracy_head_refit_only']:.2f} | {r['test_accuracy']:.2f} | - |")
                 lines[-1] += f" {full[subset]['test_accuracy']:.2f} | {r.get('k1_fraction') or '-'} |"
     # means over the subsets that have every (method, budget) at the refit stage
-    def complete_at(budget):
-        return [s for s in subsets if all((s, m, budget, "refit") in by_key for m in ("class-aware", "magnitude"))]
-
     complete = subsets
     lines += ["", "## Means, per budget over the subsets that have both methods at that budget", "",
               "| method | budget | MACs | pruned | BN | refit | BN+refit | FT (subsets with FT) | FT or BN+refit, better on validation |",
@@ -118,14 +120,14 @@ def main() -> None:
     curves = defaultdict(list)
     for method in ("class-aware", "magnitude"):
         for budget in budgets:
-            rows = [by_key[(s, method, budget, "refit")] for s in complete_at(budget)]
+            rows = [by_key[(s, method, budget, "refit")] for s in complete_at(by_key, subsets, budget)]
             if not rows:
                 continue
             mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-            fts = [by_key[(s, method, budget, "finetune")]["test_accuracy"] for s in complete_at(budget)
+            fts = [by_key[(s, method, budget, "finetune")]["test_accuracy"] for s in complete_at(by_key, subsets, budget)
                    if (s, method, budget, "finetune") in by_key]
             ft = f"{sum(fts) / len(fts):.2f} ({len(fts)})" if fts else "-"
-            chosen = [guarded(by_key, s, method, budget)["test_accuracy"] for s in complete_at(budget)
+            chosen = [guarded(by_key, s, method, budget)["test_accuracy"] for s in complete_at(by_key, subsets, budget)
                       if (s, method, budget, "finetune") in by_key]
             best = f"{sum(chosen) / len(chosen):.2f}" if chosen else "-"
             lines.append(f"| {method} | {budget} ({len(rows)} subsets) | {mean('macs_fraction'):.3f} | {mean('test_accuracy_pruned_only'):.2f} | "
