@@ -30,11 +30,13 @@ class SpecialistConfig(PretrainedConfig):
             the kept classes' ids in the base model (row ``i`` of the head is class ``class_ids[i]``).
         base_model (`str`, *optional*): the model that was pruned.
         macs_budget (`float`, *optional*): the requested fraction of the base model's multiply-adds.
-        pruning_method (`str`, *optional*): `"class-aware"` or `"magnitude"`.
+        pruning_method (`str`, *optional*): the pruning criterion (e.g. `"taylor"`, `"magnitude"`).
         metrics (`dict`, *optional*): numbers measured when the model was built.
     """
 
     model_type = "hf-decomp-specialist"
+    # save_pretrained copies this file and writes an auto_map: the folder loads with trust_remote_code=True
+    _auto_class = "AutoConfig"
 
     def __init__(
         self,

@@ -127,6 +127,9 @@ class SpecialistForImageClassification(SpecialistPreTrainedModel):
         ```
     """
 
+    # save_pretrained copies this file and its siblings and writes an auto_map (trust_remote_code=True)
+    _auto_class = "AutoModelForImageClassification"
+
     def __init__(self, config: SpecialistConfig):
         super().__init__(config)
         self.backbone = _create_backbone(config)

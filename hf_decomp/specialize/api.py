@@ -2,92 +2,127 @@
 
 from __future__ import annotations
 
-import copy
+import shutil
 from pathlib import Path
 
-import torch
+from tqdm.auto import tqdm
 
 from ..data import load_image_split
+from ..metrics.crossfit import crossfit_choice, half_standard_error
 from ..models import load_classifier
 from ..portable.modeling_specialist import SpecialistForImageClassification
 from ..utils.errors import DecompValueError
+from ..utils.files import check_output_dir
+from .distill import evaluate_accuracy
 from .export import save_specialist
-from .pipeline import finetune_specialist, parameter_count, prune_specialist, recover_specialist, subset_split
-from .pruning import check_budget, count_macs, prepare_for_pruning, resolve_classes, restrict_head
-from .recovery import accuracy, class_rows, latency_ms, load_class_images, split_rows
-from .votes import gather_channel_votes
+from .pipeline import build_specialist, criterion_scores_cached, load_specialist_data, parameter_count, restricted_network
+from .pruning import check_budget, count_macs, resolve_classes
+from .recovery import latency_ms
+from .settings import SpecializeSettings
 
-__all__ = ["specialize"]
+__all__ = ["specialize", "resume_folder"]
 
 
-def specialize(model_name: str, classes, macs: float, *, method: str = "class-aware", checkpoint=None,
-               dataset: str | None = None, train_split: str = "train", eval_split: str = "test",
-               train_per_class: int = 1000, val_per_class: int = 300, test_per_class: int | None = None,
-               k1_fraction: float = 0.25,
-               finetune_epochs: float = 0.0, lr: float = 0.01, baselines: bool = True, seed: int = 0,
-               batch_size: int = 256, out_dir: str | Path | None = None, overwrite: bool = False) -> dict:
-    """Prune ``model_name`` to ``macs`` of its multiply-adds for ``classes``; recover; compare; save.
+def resume_folder(out: str | Path) -> Path:
+    """Where an unfinished run keeps its scores and per-epoch checkpoints (removed once the model is saved)."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.resume")
 
-    Returns ``{"model": SpecialistForImageClassification, "table": [...], "report": {...}}``; the
-    table has the specialist, the full model restricted to the classes and (``baselines``) L1
-    magnitude pruning at the same budget with the same recovery.
+
+def _latency(net, input_size) -> dict:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the card states one-thread latency
+    try:
+        return {"batch1": latency_ms(net, input_size, 1), "batch64": latency_ms(net, input_size, 64)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def specialize(settings: SpecializeSettings | None = None, /, progress: bool = True, **kwargs) -> dict:
+    """Prune a classifier to ``macs`` of its multiply-adds for ``classes``; distil; choose; save.
+
+    Every criterion in ``settings.criterion`` is pruned by the same allocation and recovered by the
+    same fixed recipe. With one criterion nothing is chosen, and the whole test subset is reported
+    (protocol ``fixed-recipe``). With several, the one best on test half A is exported and its
+    accuracy read on half B; the cross-fitted estimate (choose on A read B, choose on B read A,
+    mean) is reported beside it (protocol ``test-half-crossfit``).
+
+    Returns ``{"model", "table", "report"}``: the exported :class:`SpecialistForImageClassification`,
+    one row per network (the full model restricted to the classes first) and the run's facts.
     """
-    adapter = load_classifier(model_name, checkpoint=checkpoint)
+    if settings is None:
+        settings = SpecializeSettings.from_kwargs(dict(kwargs))
+    elif kwargs:
+        raise TypeError(f"specialize() takes settings or keyword arguments, not both (got {sorted(kwargs)})")
+    if settings.out is not None:
+        check_output_dir(settings.out, settings.overwrite)
+    adapter = load_classifier(settings.model, checkpoint=settings.weights)
     if adapter.source != "timm":
-        raise DecompValueError(f"{model_name}: specialize prunes timm models (Torch-Pruning traces their modules); "
+        raise DecompValueError(f"{settings.model}: specialize prunes timm models (Torch-Pruning traces their modules); "
                                f"this one is a transformers model.")
-    class_ids = resolve_classes(classes, adapter.label_names)
+    class_ids = resolve_classes(settings.classes, adapter.label_names)
     model, input_size = adapter.model.eval(), adapter.input_size
     full_macs = count_macs(model, input_size)
-    check_budget(restrict_head(prepare_for_pruning(model), class_ids), input_size, macs, full_macs)
-    train_data = load_image_split(dataset, train_split)
-    test_data = load_image_split(dataset, eval_split)
-    train_rows, val_rows = split_rows(class_rows(train_data, class_ids), val_per_class, train_per_class, seed)
-    train = load_class_images(train_data, train_rows, class_ids, adapter.transform)
-    val = load_class_images(train_data, val_rows, class_ids, adapter.transform)
-    test_rows = [r for rows in class_rows(test_data, class_ids).values() for r in rows[:test_per_class]]
-    test = load_class_images(test_data, test_rows, class_ids, adapter.transform)
-
-    def row(name, net, info=None, logits=None):
-        result = {"name": name, "macs_fraction": (info or {}).get("macs_fraction", 1.0),
-                  "macs": (info or {}).get("macs", full_macs), "params": parameter_count(net),
-                  "latency_ms": {"batch1": latency_ms(net, input_size, 1), "batch64": latency_ms(net, input_size, 64)}}
-        with torch.no_grad():
-            result["val_accuracy"] = accuracy(logits(val[0]) if logits else net, None if logits else val[0], val[1],
-                                              batch_size=batch_size)
-            result["test_accuracy"] = accuracy(logits(test[0]) if logits else net, None if logits else test[0],
-                                               test[1], batch_size=batch_size)
-        return result
-
-    table = [row("full model, restricted to the classes", model, logits=lambda x: model(x)[:, class_ids])]
-    votes = gather_channel_votes(prepare_for_pruning(model), *train, len(class_ids), (k1_fraction,),
-                                 batch_size=batch_size)[k1_fraction]
-    methods = [method] + (["magnitude"] if baselines and method != "magnitude" else [])
-    specialist = None
-    for current in methods:
-        pruned, info = prune_specialist(model, class_ids, macs, method=current, input_size=input_size,
-                                        scores=votes if current == "class-aware" else None)
-        recovered = recover_specialist(pruned, train)
-        table.append({**row(f"{current}, head refit", recovered, info), "pruning_ratio": info["pruning_ratio"]})
-        final = recovered
-        if finetune_epochs > 0:
-            final, metrics = finetune_specialist(recovered, adapter, class_ids,
-                                                 subset_split(train_data, train_rows, class_ids),
-                                                 epochs=finetune_epochs, lr=lr, seed=seed)
-            table.append({**row(f"{current}, head refit + fine-tuning", final, info), "finetune": metrics})
-        if current == method:
-            specialist = copy.deepcopy(final)
+    network = restricted_network(model, class_ids)
+    check_budget(network, input_size, settings.macs, full_macs)
+    folder = resume_folder(settings.out) if settings.out is not None else None
+    phases = tqdm(total=2 + len(settings.criterion), desc="specialize", unit="phase", disable=not progress)
+    phases.set_postfix_str("decoding images")
+    data = load_specialist_data(load_image_split(settings.dataset, settings.stats_split),
+                                load_image_split(settings.dataset, settings.eval_split), class_ids, adapter.transform,
+                                train_per_class=settings.train_per_class, half_seed=settings.half_seed,
+                                seed=settings.seed)
+    halves = data.halves()
+    full = {"name": "full model, restricted to the classes", "criterion": None, "macs": full_macs,
+            "macs_fraction": 1.0, "params": parameter_count(model),
+            "test_accuracy": evaluate_accuracy(network, *data.test),
+            **{k: evaluate_accuracy(network, *v) for k, v in halves.items()}, "latency_ms": _latency(network, input_size)}
+    phases.update(1)
+    table, networks = [full], {}
+    for criterion in settings.criterion:
+        phases.set_postfix_str(f"{criterion}: scoring, pruning, distilling")
+        scores = criterion_scores_cached(criterion, network, input_size, data, k1_fraction=settings.k1_fraction,
+                                         batch_size=settings.batch_size, folder=folder)
+        student, info = build_specialist(network, scores, settings.macs, data, settings.recipe(),
+                                         input_size=input_size, full_macs=full_macs, allocation=settings.allocation,
+                                         seed=settings.seed, folder=None if folder is None else folder / criterion,
+                                         progress=progress)
+        networks[criterion] = student
+        table.append({"name": f"{criterion}, {settings.allocation} allocation, distilled", "criterion": criterion,
+                      **{k: info[k] for k in ("macs", "macs_fraction", "params", "pruning_ratio", "test_accuracy",
+                                              "half_a", "half_b", "history")},
+                      "latency_ms": _latency(student, input_size)})
+        phases.update(1)
+    phases.set_postfix_str("saving")
+    built = {row["criterion"]: row for row in table[1:]}
+    if len(built) == 1:
+        chosen = next(iter(built))
+        protocol = {"protocol": "fixed-recipe", "reported_split": f"{settings.eval_split} (all images of the classes)",
+                    "accuracy": built[chosen]["test_accuracy"], "full_accuracy": full["test_accuracy"]}
+    else:
+        choice = crossfit_choice({c: r["half_a"] for c, r in built.items()}, {c: r["half_b"] for c, r in built.items()})
+        chosen = choice["chosen_on_a"]
+        protocol = {"protocol": "test-half-crossfit", "reported_split": f"{settings.eval_split} half B",
+                    "accuracy": built[chosen]["half_b"], "full_accuracy": full["half_b"], "crossfit": choice,
+                    "crossfit_full_accuracy": (full["half_a"] + full["half_b"]) / 2,
+                    "standard_error": half_standard_error(built[chosen]["half_b"], len(data.half_b))}
+    report = {"settings": settings.to_dict(), "base_model": settings.model, "class_ids": class_ids,
+              "label_names": [adapter.label_names[c] for c in class_ids], "full_macs": full_macs,
+              "chosen_criterion": chosen, "train_images": int(data.train[1].numel()),
+              "test_images": int(data.test[1].numel()), "half_sizes": [len(data.half_a), len(data.half_b)],
+              "recipe": settings.recipe().__dict__, **protocol}
     pretrained_cfg = dict(adapter.config.get("pretrained_cfg") or {})
-    pretrained_cfg.update(num_classes=len(class_ids), label_names=[adapter.label_names[c] for c in class_ids])
-    report = {"base_model": model_name, "class_ids": class_ids, "macs_budget": macs, "method": method,
-              "full_macs": full_macs, "k1_fraction": k1_fraction, "train_per_class": train_per_class,
-              "val_per_class": val_per_class, "test_per_class": test_per_class,
-              "finetune_epochs": finetune_epochs, "lr": lr, "seed": seed,
-              "test_images": int(test[1].numel())}
+    pretrained_cfg.update(num_classes=len(class_ids), label_names=report["label_names"])
     exported = SpecialistForImageClassification.from_pruned(
-        specialist, architecture=adapter.config.get("architecture"), pretrained_cfg=pretrained_cfg,
-        class_ids=class_ids, label_names=adapter.label_names, base_model=model_name, macs_budget=macs,
-        pruning_method=method, metrics={r["name"]: {k: v for k, v in r.items() if k != "finetune"} for r in table})
-    if out_dir is not None:
-        save_specialist(exported, out_dir, table, report, overwrite=overwrite)
+        networks[chosen], architecture=adapter.config.get("architecture"), pretrained_cfg=pretrained_cfg,
+        class_ids=class_ids, label_names=adapter.label_names, base_model=settings.model, macs_budget=settings.macs,
+        pruning_method=chosen,
+        metrics={r["name"]: {k: v for k, v in r.items() if k != "history"} for r in table})
+    if settings.out is not None:
+        save_specialist(exported, settings.out, table, report, overwrite=settings.overwrite)
+        shutil.rmtree(folder, ignore_errors=True)
+    phases.update(1)
+    phases.close()
     return {"model": exported, "table": table, "report": report}

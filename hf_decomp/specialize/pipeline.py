@@ -1,66 +1,87 @@
 """``specialize``: from a classifier and a class subset to a pruned, recovered specialist.
 
-1. votes of the chosen classes' training images at every batch norm (:mod:`.votes`);
-2. Torch-Pruning to the multiply-add budget, keeping the most voted channels (:mod:`.pruning`), and
-   only the chosen classes' rows of the head;
-3. recovery: batch-norm recalibration (the per-layer bias correction) and head refit on the pruned
-   backbone's cached features, then optional short fine-tuning distilled from the full model's
-   logits restricted to the subset (:func:`hf_decomp.recovery.finetune.finetune`).
+1. the chosen classes' training images and test images in memory, the test images cut into two
+   seeded stratified halves (:func:`~hf_decomp.metrics.crossfit.stratified_halves`);
+2. a criterion scores every channel group once (:mod:`.criteria`), saved so a resumed run reuses it;
+3. Torch-Pruning to the multiply-add budget by an allocation rule (:mod:`.pruning`), only the chosen
+   classes' head rows kept, batch norms recalibrated on the training images;
+4. distillation from the full model restricted to the classes, a recipe fixed in advance,
+   checkpointed per epoch (:mod:`.distill`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-import datasets
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
 
 from ..data import ImageSplit
-from ..models.adapter import ClassifierAdapter
-from ..portable.modeling_specialist import SpecialistForImageClassification
-from ..recovery.finetune import finetune, training_transform
-from .pruning import count_macs, importance_of, prepare_for_pruning, prune_by_ratio, prune_to_budget, restrict_head
-from .recovery import pooled_features, refit_linear_head
+from ..metrics.crossfit import stratified_halves
+from .criteria import CriterionInputs, score_groups
+from .distill import DistillRecipe, distill_specialist, evaluate_accuracy
+from .importance import GroupScores
+from .pruning import CUSTOMIZED_PRUNERS, count_macs, prepare_for_pruning, prune_to_budget, restrict_head
+from .recovery import class_rows, load_class_images
 
-__all__ = ["prune_specialist", "recalibrate_batchnorm", "recover_specialist", "restricted_teacher", "subset_split",
-           "finetune_specialist", "parameter_count"]
+__all__ = ["SpecialistData", "load_specialist_data", "restricted_network", "criterion_scores_cached",
+           "build_specialist", "recalibrate_batchnorm", "parameter_count"]
 
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def prune_specialist(model: nn.Module, class_ids: Sequence[int], budget: float, *, method: str,
-                     input_size: Sequence[int], scores: dict[str, torch.Tensor] | None = None,
-                     ratio: float | None = None) -> tuple[nn.Module, dict]:
-    """Prune a timm classifier to ``budget`` of its multiply-adds, keeping only ``class_ids``' head rows.
+@dataclass
+class SpecialistData:
+    """The chosen classes' images (normalised, in memory) with labels as positions in ``class_ids``."""
 
-    ``ratio``: the per-group pruning ratio found for this budget by an earlier call (it does not
-    depend on the method: every group loses the same number of channels), which skips the bisection.
+    class_ids: list[int]
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    half_a: torch.Tensor  # row indices into ``test``
+    half_b: torch.Tensor
 
-    Returns the pruned model and facts: ``pruning_ratio``, ``macs``, ``macs_fraction``, ``full_macs``, ``params``.
-    """
-    full_macs = count_macs(model, input_size)
-    prepared = restrict_head(prepare_for_pruning(model), class_ids)
-    if ratio is None:
-        pruned, info = prune_to_budget(prepared, input_size, budget, method=method, scores=scores,
-                                       reference_macs=full_macs)
-    else:
-        pruned = prune_by_ratio(prepared, input_size, importance_of(method, scores), ratio)
-        macs = count_macs(pruned, input_size)
-        info = {"pruning_ratio": ratio, "macs": macs, "macs_fraction": macs / full_macs}
-    info.update(full_macs=full_macs, params=parameter_count(pruned))
-    return pruned.eval(), info
+    def halves(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        pixels, labels = self.test
+        return {"half_a": (pixels[self.half_a], labels[self.half_a]),
+                "half_b": (pixels[self.half_b], labels[self.half_b])}
+
+
+def load_specialist_data(train_split: ImageSplit, test_split: ImageSplit, class_ids: Sequence[int], transform, *,
+                         train_per_class: int | None = None, half_seed: int = 0, seed: int = 0) -> SpecialistData:
+    """Decode the chosen classes' images once; ``train_per_class`` takes a seeded subset per class."""
+    generator = torch.Generator().manual_seed(seed)
+    train_rows = []
+    for c, rows in sorted(class_rows(train_split, class_ids).items()):
+        rows = torch.tensor(rows)
+        if train_per_class is not None:
+            rows = rows[torch.randperm(rows.numel(), generator=generator)[:train_per_class]].sort().values
+        train_rows += rows.tolist()
+    test_rows = [r for rows in class_rows(test_split, class_ids).values() for r in rows]
+    train = load_class_images(train_split, train_rows, class_ids, transform)
+    test = load_class_images(test_split, sorted(test_rows), class_ids, transform)
+    half_a, half_b = stratified_halves(test[1], half_seed)
+    return SpecialistData(list(class_ids), train, test, half_a, half_b)
+
+
+def restricted_network(model: nn.Module, class_ids: Sequence[int]) -> nn.Module:
+    """A prunable copy of ``model`` whose head keeps only the chosen classes' rows (also the teacher)."""
+    return restrict_head(prepare_for_pruning(model), class_ids).eval()
 
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, pixels: torch.Tensor, batch_size: int = 500) -> nn.Module:
-    """Bias correction of every layer: re-estimate the batch norms' running statistics on ``pixels``.
+    """Re-estimate every batch norm's running statistics on ``pixels`` (pruning changed what feeds them).
 
-    Pruning removes channels that fed each layer, so the stored means and variances no longer
-    match; one pass in train mode with a cumulative average (``momentum=None``) refreshes them.
+    One pass in train mode with a cumulative average (``momentum=None``).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
@@ -78,63 +99,49 @@ def recalibrate_batchnorm(model: nn.Module, pixels: torch.Tensor, batch_size: in
     return model
 
 
-def recover_specialist(pruned: nn.Module, train: tuple[torch.Tensor, torch.Tensor], *, recalibrate: bool = True,
-                       weight_decay: float = 1e-3) -> nn.Module:
-    """A copy of ``pruned`` with batch norms recalibrated and the head refit on ``train``'s cached features.
+def _write_atomic(path: Path, write) -> None:
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    write(temporary)
+    os.replace(temporary, path)
 
-    ``weight_decay``: the refit's L2 penalty. A few images of two classes are often separable, and an
-    unpenalised refit then grows its weights without bound (a head norm near 1,000 on 48 images per
-    class), whose saturated logits make distilled fine-tuning diverge. 1e-3 was chosen on held-out
-    training images (cat/dog, ResNet-20, budget 0.3): best refit and fine-tuned validation accuracy
-    of {0, 1e-3, 1e-2}.
+
+def criterion_scores_cached(criterion: str, network: nn.Module, input_size, data: SpecialistData, *,
+                            k1_fraction: float = 0.25, batch_size: int = 256,
+                            folder: str | Path | None = None) -> GroupScores:
+    """The criterion's group scores on ``network``, read from ``folder`` when an earlier run saved them."""
+    path = Path(folder) / f"scores-{criterion}.safetensors" if folder is not None else None
+    if path is not None and path.is_file():
+        return {k: v.to(torch.float64) for k, v in load_file(path).items()}
+    inputs = CriterionInputs(model=network, input_size=input_size, pixels=data.train[0], labels=data.train[1],
+                             customized_pruners=CUSTOMIZED_PRUNERS, k1_fraction=k1_fraction, batch_size=batch_size)
+    scores = score_groups(criterion, inputs)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, lambda p: save_file({k: v.contiguous() for k, v in scores.items()}, p,
+                                                metadata={"criterion": criterion}))
+    return scores
+
+
+def build_specialist(network: nn.Module, scores: GroupScores, budget: float, data: SpecialistData, recipe: DistillRecipe,
+                     *, input_size, full_macs: int, allocation: str = "global", seed: int = 0,
+                     folder: str | Path | None = None, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Prune ``network`` (restricted, unpruned) to ``budget`` by ``scores``, recalibrate, distil from it.
+
+    Returns the specialist and ``{"pruning_ratio", "macs", "macs_fraction", "params", "history",
+    "test_accuracy", "half_a", "half_b"}`` (accuracies in percent, the last epoch's).
+    Saved in ``folder`` after every epoch; ``result.json`` there marks a finished run.
     """
-    pruned = copy.deepcopy(pruned)
-    if recalibrate:
-        recalibrate_batchnorm(pruned, train[0])
-    features = pooled_features(pruned, train[0])
-    head = pruned.get_classifier()
-    name = next(n for n, m in pruned.named_modules() if m is head)
-    pruned.set_submodule(name, refit_linear_head(head, features, train[1], weight_decay=weight_decay))
-    return pruned.eval()
-
-
-def restricted_teacher(adapter: ClassifierAdapter, class_ids: Sequence[int]) -> ClassifierAdapter:
-    """The full model as an adapter whose logits are only the chosen classes' (the distillation teacher)."""
-    classifier = nn.Linear(adapter.num_features, len(class_ids), bias=True).to(adapter.weight.device)
-    with torch.no_grad():
-        classifier.weight.copy_(adapter.weight[list(class_ids)])
-        classifier.bias.copy_(adapter.bias[list(class_ids)])
-    return ClassifierAdapter(model=copy.deepcopy(adapter.model), classifier=classifier, features_fn=adapter.forward_features,
-                             transform=adapter.transform, label_names=[adapter.label_names[c] for c in class_ids],
-                             name=adapter.name, source=adapter.source, input_size=adapter.input_size,
-                             config=adapter.config)
-
-
-def subset_split(split: ImageSplit, rows: Sequence[int], class_ids: Sequence[int]) -> ImageSplit:
-    """The given rows of ``split`` with labels renumbered as positions in ``class_ids``."""
-    position = {c: i for i, c in enumerate(class_ids)}
-    subset = split.dataset.select(list(rows)).cast_column(split.label_column, datasets.Value("int64"))
-    subset = subset.map(lambda labels: {split.label_column: [position[v] for v in labels]}, batched=True,
-                        input_columns=split.label_column, keep_in_memory=True)
-    return ImageSplit(dataset=subset, name=split.name, split=f"{split.split}[classes {list(class_ids)}]",
-                      image_column=split.image_column, label_column=split.label_column,
-                      label_names=[(split.label_names or [])[c] if split.label_names else str(c) for c in class_ids],
-                      streaming=False, subset=True)
-
-
-def finetune_specialist(pruned: nn.Module, adapter: ClassifierAdapter, class_ids: Sequence[int],
-                        train_split: ImageSplit, *, epochs: float = 1.0, lr: float = 0.01, distill: float = 0.9,
-                        temperature: float = 4.0, batch_size: int = 128, seed: int = 0, num_workers: int = 0,
-                        **facts) -> tuple[nn.Module, dict]:
-    """Fine-tune the pruned network with :func:`~hf_decomp.recovery.finetune.finetune`, distilled from the restricted full model.
-
-    ``train_split`` holds only the chosen classes (see :func:`subset_split`). Returns the fine-tuned
-    timm network and finetune's metrics.
-    """
-    wrapped = SpecialistForImageClassification.from_pruned(
-        copy.deepcopy(pruned), architecture=adapter.config.get("architecture"),
-        pretrained_cfg={}, class_ids=list(class_ids), label_names=adapter.label_names, **facts)
-    result = finetune(wrapped, train_split, transform=training_transform(adapter), epochs=epochs, lr=lr,
-                      batch_size=batch_size, num_workers=num_workers, seed=seed,
-                      teacher=restricted_teacher(adapter, class_ids), distill=distill, temperature=temperature)
-    return result.model.backbone.eval(), result.metrics
+    folder = Path(folder) if folder is not None else None
+    pruned, info = prune_to_budget(network, input_size, budget, scores=scores, allocation=allocation,
+                                   reference_macs=full_macs)
+    recalibrate_batchnorm(pruned, data.train[0])
+    teacher = copy.deepcopy(network).eval()
+    student, history = distill_specialist(pruned, teacher, data.train, data.halves(), recipe, seed=seed,
+                                          checkpoint_dir=folder, progress=progress)
+    info.update(params=parameter_count(student), macs=count_macs(student, input_size), history=history,
+                test_accuracy=evaluate_accuracy(student, *data.test), half_a=history[-1]["half_a"],
+                half_b=history[-1]["half_b"])
+    info["macs_fraction"] = info["macs"] / full_macs
+    if folder is not None:
+        _write_atomic(folder / "result.json", lambda p: p.write_text(json.dumps(info, indent=1)))
+    return student, info

@@ -7,9 +7,11 @@ which Torch-Pruning prunes through :class:`ChannelShortcutPruner` as a layer who
 (the previous stage) and output channels (the next stage) are pruned independently, so the two
 stages keep their own channel sets and the zero-padding follows the kept channels.
 
-Both methods prune the same fraction of every group (``global_pruning=False``); they differ only in
-which channels of a group they keep. The fraction is found by bisection on the multiply-adds counted
-by ``torch.utils.flop_counter``.
+Channels are scored once per group by a criterion (:mod:`.criteria`) and pruned by an allocation
+rule: ``uniform`` prunes the same fraction of every group (``global_pruning=False``), so a criterion
+only decides which channels of a layer go; ``global`` ranks the mean-normalised scores of all groups
+together (``global_pruning=True``), so the widths follow the scores. The ratio is found by bisection
+on the multiply-adds counted by ``torch.utils.flop_counter``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..portable.modeling_specialist import ChannelShortcut
 from ..utils.errors import DecompValueError
+from .importance import FrozenImportance, GroupScores
+from .vocabulary import ALLOCATIONS
 
-__all__ = ["count_macs", "prepare_for_pruning", "ChannelShortcutPruner", "VoteImportance", "restrict_head",
-           "prune_to_budget", "check_budget", "prune_by_ratio", "importance_of", "max_pruning_ratio", "PRUNING_METHODS", "resolve_classes"]
-
-PRUNING_METHODS = ("class-aware", "magnitude")
+__all__ = ["count_macs", "prepare_for_pruning", "ChannelShortcutPruner", "CUSTOMIZED_PRUNERS", "ALLOCATIONS",
+           "check_allocation", "restrict_head", "prune_to_budget", "check_budget", "prune_by_ratio",
+           "max_pruning_ratio", "resolve_classes"]
 
 
 def resolve_classes(spec: str | Sequence, label_names: Sequence[str]) -> list[int]:
@@ -109,41 +112,6 @@ class ChannelShortcutPruner(tp.pruner.function.BasePruningFunc):
         return layer.in_channels
 
 
-class VoteImportance(tp.importance.Importance):
-    """Channel importance from class votes: per batch-norm layer, a score per output channel.
-
-    A group's score for a channel is the sum of the scores of every batch norm that the group prunes
-    at that channel (a residual stage's channel is voted for at the stem and at every block).
-    """
-
-    def __init__(self, scores: dict[str, torch.Tensor], model: nn.Module | None = None):
-        self.named_scores = dict(scores)
-        self.scores = {model.get_submodule(n): s for n, s in scores.items()} if model is not None else {}
-
-    def bind(self, model: nn.Module) -> "VoteImportance":
-        """The same scores keyed by the modules of ``model`` (Torch-Pruning hands over modules, not names)."""
-        return VoteImportance(self.named_scores, model)
-
-    @torch.no_grad()
-    def __call__(self, group) -> torch.Tensor:
-        total, found = None, False
-        for dep, idxs in group:
-            layer = dep.target.module
-            if dep.handler != tp.pruner.function.prune_batchnorm_out_channels or layer not in self.scores:
-                continue
-            score = self.scores[layer].to(torch.float64)[list(idxs)]
-            root = torch.as_tensor(dep.root_idxs if hasattr(dep, "root_idxs") else idxs)
-            if total is None:
-                total = torch.zeros(len(group[0].idxs), dtype=torch.float64)
-            total.index_add_(0, root, score.cpu())
-            found = True
-        if not found:
-            names = [str(dep.target) for dep, _ in group][:3]
-            raise DecompValueError(f"no class votes for the channel group of {names}: class-aware pruning needs a "
-                                   f"batch norm after every pruned convolution.")
-        return total
-
-
 def restrict_head(model: nn.Module, class_ids: Sequence[int]) -> nn.Module:
     """Keep only the rows of ``class_ids`` in the classifier (in place; timm ``get_classifier``)."""
     head = model.get_classifier()
@@ -159,28 +127,32 @@ def restrict_head(model: nn.Module, class_ids: Sequence[int]) -> nn.Module:
     return model
 
 
-def importance_of(method: str, scores: dict[str, torch.Tensor] | None = None) -> tp.importance.Importance:
-    """Torch-Pruning importance of a method: L1 of each group's weights, or the class votes."""
-    if method == "magnitude":
-        return tp.importance.GroupMagnitudeImportance(p=1)
-    if method == "class-aware":
-        if not scores:
-            raise DecompValueError("class-aware pruning needs the chosen classes' channel votes (scores)")
-        return VoteImportance(scores)
-    raise DecompValueError(f"pruning method {method!r} is unknown; choose from {PRUNING_METHODS}")
+CUSTOMIZED_PRUNERS = {ChannelShortcut: ChannelShortcutPruner()}
 
 
-def prune_by_ratio(model: nn.Module, input_size, importance, ratio: float) -> nn.Module:
-    """A copy of ``model`` with ``ratio`` of every channel group pruned by ``importance`` (Torch-Pruning)."""
+def check_allocation(allocation: str) -> str:
+    if allocation not in ALLOCATIONS:
+        raise DecompValueError(f"--allocation {allocation!r} is unknown; choose from {', '.join(ALLOCATIONS)}.")
+    return allocation
+
+
+def prune_by_ratio(model: nn.Module, input_size, importance, ratio: float, allocation: str = "uniform") -> nn.Module:
+    """A copy of ``model`` with ``ratio`` of its channels pruned by ``importance`` (Torch-Pruning).
+
+    ``uniform``: that fraction of every group; ``global``: that fraction of all channels, the lowest
+    normalised scores first, no group losing more than :func:`max_pruning_ratio` of its channels.
+    """
+    check_allocation(allocation)
     model = copy.deepcopy(model).eval().requires_grad_(True)  # Torch-Pruning traces through autograd
     if ratio <= 0:
         return model
     example = torch.zeros(1, *input_size, device=next(model.parameters()).device)
-    if isinstance(importance, VoteImportance):
+    if hasattr(importance, "bind"):
         importance = importance.bind(model)
     pruner = tp.pruner.MetaPruner(
-        model, example, importance=importance, pruning_ratio=ratio, global_pruning=False,
-        ignored_layers=[model.get_classifier()], customized_pruners={ChannelShortcut: ChannelShortcutPruner()},
+        model, example, importance=importance, pruning_ratio=ratio, global_pruning=allocation == "global",
+        max_pruning_ratio=max_pruning_ratio(model), ignored_layers=[model.get_classifier()],
+        customized_pruners=CUSTOMIZED_PRUNERS,
     )
     pruner.step()
     return model
@@ -211,19 +183,20 @@ def check_budget(model: nn.Module, input_size: Sequence[int], budget: float, ref
     """
     if not 0.0 < budget <= 1.0:
         raise DecompValueError(f"--macs {budget} must be a fraction in (0, 1] of the full model's multiply-adds")
-    smallest = count_macs(prune_by_ratio(model, input_size, importance_of("magnitude", None), max_pruning_ratio(model)),
-                          input_size) / reference_macs
+    smallest = count_macs(prune_by_ratio(model, input_size, tp.importance.GroupMagnitudeImportance(p=1),
+                                         max_pruning_ratio(model)), input_size) / reference_macs
     _refuse_unreachable(budget, smallest)
     return smallest
 
 
-def prune_to_budget(model: nn.Module, input_size: Sequence[int], budget: float, *, method: str,
-                    scores: dict[str, torch.Tensor] | None = None, reference_macs: int | None = None,
+def prune_to_budget(model: nn.Module, input_size: Sequence[int], budget: float, *, scores: GroupScores,
+                    allocation: str = "global", reference_macs: int | None = None,
                     tolerance: float = 0.002) -> tuple[nn.Module, dict]:
     """Prune ``model`` (prepared, head restricted) to at most ``budget`` x ``reference_macs`` multiply-adds.
 
     Args:
-        scores: class-aware only: per batch-norm module name, one score per output channel.
+        scores: per channel group, one score per channel (:func:`~.criteria.score_groups`).
+        allocation: ``global`` or ``uniform`` (see :func:`prune_by_ratio`).
         reference_macs: the full model's multiply-adds (default: this model's).
 
     Returns:
@@ -232,13 +205,13 @@ def prune_to_budget(model: nn.Module, input_size: Sequence[int], budget: float, 
     if not 0.0 < budget <= 1.0:
         raise DecompValueError(f"--macs {budget} must be a fraction in (0, 1] of the full model's multiply-adds")
     reference_macs = reference_macs or count_macs(model, input_size)
-    importance = importance_of(method, scores)
+    importance = FrozenImportance(scores)
 
     def fraction(ratio):
-        pruned = prune_by_ratio(model, input_size, importance, ratio)
+        pruned = prune_by_ratio(model, input_size, importance, ratio, allocation)
         return pruned, count_macs(pruned, input_size) / reference_macs
 
-    best = prune_by_ratio(model, input_size, importance, 0.0), count_macs(model, input_size) / reference_macs
+    best = prune_by_ratio(model, input_size, importance, 0.0, allocation), count_macs(model, input_size) / reference_macs
     if best[1] <= budget:
         return best[0], {"pruning_ratio": 0.0, "macs": round(best[1] * reference_macs), "macs_fraction": best[1]}
     top = max_pruning_ratio(model)
