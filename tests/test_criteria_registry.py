@@ -193,7 +193,6 @@ def test_importing_the_registry_does_not_load_torch():
 
 
 def test_shares_of_the_width_are_checked_in_one_place():
-    from hf_decomp.specialize.votes import gather_channel_votes
     from hf_decomp.studies.depth import resolve_k
     from hf_decomp.utils.checks import check_width_fraction
 
@@ -201,4 +200,4 @@ def test_shares_of_the_width_are_checked_in_one_place():
     with pytest.raises(DecompValueError, match=r"k2_ratio=1\.5 must be a fraction of the width in \(0, 1\]"):
         resolve_k(None, 1.5, 64, "k2")
     with pytest.raises(DecompValueError, match=r"k1_fraction=0\.0 must be a fraction of the width in \(0, 1\]"):
-        gather_channel_votes(torch.nn.Identity(), torch.zeros(1, 3, 4, 4), torch.zeros(1), 1, (0.0,))
+        check_width_fraction("k1_fraction", 0.0)

@@ -13,18 +13,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_decomp.portable.modeling_specialist import ChannelShortcut, SpecialistForImageClassification, module_shapes
-from hf_decomp.specialize.pipeline import prune_specialist
+from hf_decomp.specialize.criteria import CriterionInputs, score_groups
+from hf_decomp.specialize.importance import FrozenImportance
+from hf_decomp.specialize.pipeline import restricted_network
 from hf_decomp.specialize.pruning import (
+    CUSTOMIZED_PRUNERS,
     ChannelShortcutPruner,
-    VoteImportance,
     check_budget,
     count_macs,
     prepare_for_pruning,
     prune_by_ratio,
+    prune_to_budget,
     resolve_classes,
     restrict_head,
 )
-from hf_decomp.specialize.votes import gather_channel_votes
 from hf_decomp.utils.errors import DecompValueError
 
 INPUT = (3, 4, 4)
@@ -78,11 +80,17 @@ def colour_images(per_class: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.tensor(labels)
 
 
+def vote_group_scores(net, pixels, labels, criterion="votes-bn"):
+    prepared = restrict_head(prepare_for_pruning(net), [0, 2])
+    return score_groups(criterion, CriterionInputs(prepared, INPUT, pixels, labels, CUSTOMIZED_PRUNERS))
+
+
 def test_votes_of_hand_set_net_are_the_active_channels_of_the_chosen_classes():
     pixels, labels = colour_images()
-    votes = gather_channel_votes(TwoLayerColourNet(), pixels, labels, 2, (0.25,))[0.25]
-    assert votes["bn1"].tolist() == [0.5, 0.0, 0.5, 0.0]
-    assert votes["bn2"].tolist() == [0.5, 0.0, 0.5, 0.0]
+    votes = vote_group_scores(TwoLayerColourNet(), pixels, labels)
+    # groups are keyed by their root convolution: conv1's channels are scored at bn1, conv2's at bn2
+    assert votes["conv1"].tolist() == [0.5, 0.0, 0.5, 0.0]
+    assert votes["conv2"].tolist() == [0.5, 0.0, 0.5, 0.0]
 
 
 def test_votes_pool_the_activations_after_the_relu():
@@ -91,16 +99,16 @@ def test_votes_pool_the_activations_after_the_relu():
     pixels, labels = colour_images()
     pixels[labels == 0, 1, :, :2] = -1.0
     pixels[labels == 0, 1, :, 2:] = 1.0
-    votes = gather_channel_votes(TwoLayerColourNet(), pixels, labels, 2, (0.25,))[0.25]
-    assert votes["bn1"].tolist() == [0.0, 0.5, 0.5, 0.0]
+    votes = vote_group_scores(TwoLayerColourNet(), pixels, labels)
+    assert votes["conv1"].tolist() == [0.0, 0.5, 0.5, 0.0]
 
 
 def test_class_aware_pruning_keeps_the_voted_channels_and_magnitude_keeps_the_largest():
     net = TwoLayerColourNet()
     pixels, labels = colour_images()
-    votes = gather_channel_votes(net, pixels, labels, 2, (0.25,))[0.25]
+    votes = vote_group_scores(net, pixels, labels)
     prepared = restrict_head(prepare_for_pruning(net), [0, 2])
-    aware = prune_by_ratio(prepared, INPUT, VoteImportance(votes), 0.5)
+    aware = prune_by_ratio(prepared, INPUT, FrozenImportance(votes), 0.5)
     assert torch.equal(aware.conv1.weight, net.conv1.weight[[0, 2]])
     assert torch.equal(aware.conv2.weight, net.conv2.weight[[0, 2]][:, [0, 2]])
     assert torch.equal(aware.fc.weight, net.fc.weight[[0, 2]][:, [0, 2]])
@@ -118,8 +126,8 @@ def test_flop_counter_macs_equal_literal_counts():
     # conv1 4*3*16 + conv2 4*4*16 + fc 4*3 (BN, ReLU and pooling are not multiply-adds)
     assert count_macs(net, INPUT) == 4 * 3 * 16 + 4 * 4 * 16 + 4 * 3 == 460
     pixels, labels = colour_images()
-    votes = gather_channel_votes(net, pixels, labels, 2, (0.25,))[0.25]
-    pruned = prune_by_ratio(restrict_head(prepare_for_pruning(net), [0, 2]), INPUT, VoteImportance(votes), 0.5)
+    votes = vote_group_scores(net, pixels, labels)
+    pruned = prune_by_ratio(restrict_head(prepare_for_pruning(net), [0, 2]), INPUT, FrozenImportance(votes), 0.5)
     assert count_macs(pruned, INPUT) == 2 * 3 * 16 + 2 * 2 * 16 + 2 * 2 == 164
 
 
@@ -164,7 +172,10 @@ def test_option_a_shortcut_swap_keeps_outputs():
 
 def test_pruned_resnet_round_trips_through_save_and_from_pretrained(tmp_path):
     model = timm.create_model("cifar10_resnet20", pretrained=False).eval()
-    pruned, info = prune_specialist(model, [3, 5], 0.4, method="magnitude", input_size=(3, 32, 32))
+    network = restricted_network(model, [3, 5])
+    scores = score_groups("magnitude", CriterionInputs(network, (3, 32, 32), None, None, CUSTOMIZED_PRUNERS))
+    pruned, info = prune_to_budget(network, (3, 32, 32), 0.4, scores=scores, allocation="uniform",
+                                   reference_macs=count_macs(model, (3, 32, 32)))
     assert info["macs_fraction"] <= 0.4 and info["macs"] == count_macs(pruned, (3, 32, 32))
     shortcut = pruned.layer2[0].shortcut
     assert shortcut.in_channels < 16 and shortcut.out_channels < 32  # both stages were pruned
@@ -173,7 +184,9 @@ def test_pruned_resnet_round_trips_through_save_and_from_pretrained(tmp_path):
         label_names=[f"c{i}" for i in range(10)], base_model="cifar10_resnet20", macs_budget=0.4,
         pruning_method="magnitude")
     exported.save_pretrained(tmp_path, safe_serialization=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    # the portable code travels with the weights (trust_remote_code=True where hf-decomp is absent)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar_resnet.py", "config.json", "configuration_specialist.py",
+                                                          "model.safetensors", "modeling_specialist.py"]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["module_shapes"] == {k: list(v) for k, v in module_shapes(pruned).items()}
     reloaded = SpecialistForImageClassification.from_pretrained(tmp_path).eval()

@@ -52,7 +52,9 @@ class SpecialistConfig(PretrainedConfig):
         **kwargs,
     ):
         self.architecture = architecture
-        self.pretrained_cfg = dict(pretrained_cfg or {})
+        # written as "timm_pretrained_cfg" (see to_dict); older folders wrote "pretrained_cfg"
+        self.pretrained_cfg = dict(pretrained_cfg if pretrained_cfg is not None else kwargs.pop("timm_pretrained_cfg", None)
+                                   or {})
         self.module_shapes = {k: list(v) for k, v in (module_shapes or {}).items()}
         self.shortcuts = dict(shortcuts or {})
         self.class_ids = list(class_ids or [])
@@ -61,3 +63,10 @@ class SpecialistConfig(PretrainedConfig):
         self.pruning_method = pruning_method
         self.metrics = dict(metrics or {})
         super().__init__(**kwargs)
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        # transformers treats any config.json with a "pretrained_cfg" key as a timm checkpoint and reads its
+        # image processor from it; the folder's preprocessor_config.json is the one to read.
+        output["timm_pretrained_cfg"] = output.pop("pretrained_cfg", None) or {}
+        return output

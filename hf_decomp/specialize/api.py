@@ -15,7 +15,13 @@ from ..utils.errors import DecompValueError
 from ..utils.files import check_output_dir
 from .distill import evaluate_accuracy
 from .export import save_specialist
-from .pipeline import build_specialist, criterion_scores_cached, load_specialist_data, parameter_count, restricted_network
+from .pipeline import (
+    build_specialist,
+    criterion_scores_cached,
+    load_specialist_data,
+    parameter_count,
+    restricted_network,
+)
 from .pruning import check_budget, count_macs, resolve_classes
 from .recovery import latency_ms
 from .settings import SpecializeSettings

@@ -27,11 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from ..layers.capture import LayerCapture
 from ..method.statistics import ClassStatistics
 from ..utils.errors import DecompValueError
 from .importance import GroupScores, channel_groups, freeze_importance, group_scores_from_layers
-from .votes import vote_scores
+from .votes import gather_votes
 
 __all__ = ["CriterionInputs", "PRUNING_CRITERIA", "register_pruning_criterion", "score_groups",
            "block_output_names", "propagated_layer_scores", "final_feature_scores", "taylor_group_scores"]
@@ -100,27 +99,6 @@ def block_output_names(model: nn.Module) -> dict[str, str]:
     return mapping
 
 
-@torch.no_grad()
-def _votes_at(model: nn.Module, capture_points: dict[str, str], pixels, labels, k1_fraction: float,
-              batch_size: int) -> dict[str, torch.Tensor]:
-    """Vote scores (:func:`~.votes.vote_scores`) of the modules ``capture_points`` names, keyed by norm name."""
-    num_classes = int(labels.max()) + 1
-    stats: dict[str, ClassStatistics] = {}
-    k1: dict[str, int] = {}
-    model.eval()
-    with LayerCapture(model, sorted(set(capture_points.values())), activation=F.relu) as capture:
-        for start in range(0, pixels.shape[0], batch_size):
-            model(pixels[start:start + batch_size])
-            pooled = capture.take()
-            for norm, point in capture_points.items():
-                x = pooled[point]
-                if norm not in stats:
-                    k1[norm] = max(1, int(round(k1_fraction * x.shape[1])))
-                    stats[norm] = ClassStatistics(num_classes, x.shape[1], {k1[norm]})
-                stats[norm].update(x.cpu(), labels[start:start + batch_size])
-    return {norm: vote_scores(s, k1[norm]) for norm, s in stats.items()}
-
-
 def _norm_names(model: nn.Module) -> list[str]:
     names = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
     if not names:
@@ -131,7 +109,7 @@ def _norm_names(model: nn.Module) -> list[str]:
 @register_pruning_criterion("votes-bn")
 def votes_bn_scores(inputs: CriterionInputs) -> GroupScores:
     points = {n: n for n in _norm_names(inputs.model)}
-    layer = _votes_at(inputs.model, points, inputs.pixels, inputs.labels, inputs.k1_fraction, inputs.batch_size)
+    layer = gather_votes(inputs.model, points, inputs.pixels, inputs.labels, inputs.k1_fraction, inputs.batch_size)
     return group_scores_from_layers(inputs.model, inputs.input_size, layer, inputs.customized_pruners)
 
 
@@ -139,7 +117,7 @@ def votes_bn_scores(inputs: CriterionInputs) -> GroupScores:
 def votes_block_scores(inputs: CriterionInputs) -> GroupScores:
     outputs = block_output_names(inputs.model)
     points = {n: outputs.get(n, n) for n in _norm_names(inputs.model)}
-    layer = _votes_at(inputs.model, points, inputs.pixels, inputs.labels, inputs.k1_fraction, inputs.batch_size)
+    layer = gather_votes(inputs.model, points, inputs.pixels, inputs.labels, inputs.k1_fraction, inputs.batch_size)
     return group_scores_from_layers(inputs.model, inputs.input_size, layer, inputs.customized_pruners)
 
 
