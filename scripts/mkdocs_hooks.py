@@ -37,29 +37,20 @@ def _option_names(action: argparse.Action) -> str:
     return f"{names} `{metavar}`"
 
 
-def _default(action: argparse.Action) -> str:
-    if not action.option_strings or action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
-        return ""
-    value = action.default
-    if isinstance(value, (list, tuple)):
-        value = " ".join(str(item) for item in value)
-    return f"`{value}`"
-
-
 def _argument_table(parser: argparse.ArgumentParser, group) -> list[str]:
     formatter = parser._get_formatter()
     rows = []
     for action in group._group_actions:
         if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
             continue  # deprecated spellings are hidden from --help, and so from the reference
-        help_text = formatter._expand_help(action) if action.help else ""
+        help_text = formatter._expand_help(action) if action.help else ""  # with "(default: ...)", as --help
         if action.choices and not isinstance(action, argparse._SubParsersAction):
             help_text += f" Choices: {', '.join(f'`{choice}`' for choice in action.choices)}."
-        rows.append(f"| {_option_names(action)} | {_default(action)} | {_cell(help_text)} |")
+        rows.append(f"| {_option_names(action)} | {_cell(help_text)} |")
     if not rows:
         return []
     title = group.title if group.title not in ("options", "optional arguments") else "Options"
-    return [f"**{title[0].upper()}{title[1:]}**", "", "| argument | default | description |", "|---|---|---|", *rows,
+    return [f"**{title[0].upper()}{title[1:]}**", "", "| argument | description (and default, as `--help` shows it) |", "|---|---|", *rows,
             ""]
 
 
