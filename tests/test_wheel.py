@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import venv
 import zipfile
 from pathlib import Path
@@ -116,6 +117,15 @@ def test_the_wheel_holds_every_file_of_the_package(dist):
             "hf_decomp/portable/modeling_decomp.py",
             "hf_decomp/portable/configuration_decomp.py"} <= members
     assert not any(name.startswith("tests/") for name in members)
+
+
+def test_the_sdist_holds_the_package_readme_and_changelog(dist):
+    prefix = f"hf_decomp-{__version__}/"
+    with tarfile.open(dist["sdist"]) as sdist:
+        members = {name.removeprefix(prefix) for name in sdist.getnames()}
+    assert {"pyproject.toml", "README.md", "CHANGELOG.md"} <= members
+    missing = sorted(_package_files() - members)
+    assert not missing, f"files under hf_decomp/ that the sdist lacks: {missing}"
 
 
 def test_the_installed_wheel_is_the_copy_imported_and_finds_its_data(installed):
