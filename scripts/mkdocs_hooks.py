@@ -50,8 +50,8 @@ def _argument_table(parser: argparse.ArgumentParser, group) -> list[str]:
     if not rows:
         return []
     title = group.title if group.title not in ("options", "optional arguments") else "Options"
-    return [f"**{title[0].upper()}{title[1:]}**", "", "| argument | description (and default, as `--help` shows it) |", "|---|---|", *rows,
-            ""]
+    header = ["| argument | description (and default, as `--help` shows it) |", "|---|---|"]
+    return [f"**{title[0].upper()}{title[1:]}**", "", *header, *rows, ""]
 
 
 def render_cli_reference() -> str:

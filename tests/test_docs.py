@@ -77,7 +77,8 @@ def test_every_named_repository_path_exists(doc):
     text = doc.read_text(encoding="utf-8")
     missing = sorted({p for p in PATH_PATTERN.findall(text)
                       if not p.startswith(OUTPUT_PATHS)
-                      and not any(ROOT.glob(p + "*"))})  # an --out prefix names the files it wrote (resnet56 -> .md, .png)
+                      # an --out prefix stands for the files it wrote (resnet56 -> resnet56.md, resnet56.png)
+                      and not any(ROOT.glob(p + "*"))})
     assert not missing, f"{doc.name} names paths that do not exist: {missing}"
 
 
@@ -95,12 +96,12 @@ def test_readme_is_a_short_front_door_with_the_ci_commands():
 
 
 def test_cli_reference_lists_every_subcommand_and_option():
+    pytest.importorskip("mkdocs")
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         from mkdocs_hooks import render_cli_reference
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    pytest.importorskip("mkdocs")
     reference = render_cli_reference()
     for name, subparser in _subcommands(build_parser()).items():
         assert f"\n## {name}\n" in reference
@@ -118,8 +119,8 @@ def test_cli_reference_lists_every_subcommand_and_option():
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings_handlers.python", reason="the dev extra installs mkdocstrings[python]")
-    completed = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                               cwd=ROOT, capture_output=True, text=True, timeout=300,
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                                env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert completed.returncode == 0, completed.stderr[-4000:]
     site = tmp_path / "site"
