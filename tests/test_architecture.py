@@ -10,7 +10,7 @@ import pytest
 import hf_decomp
 
 PACKAGE = Path(hf_decomp.__file__).parent
-# The order of the README's Architecture section; a module may import from its own folder and from
+# The order of docs/architecture.md; a module may import from its own folder and from
 # folders of a lower rank only.
 RANKS = {
     "utils": 0, "portable": 1, "models": 2, "data": 2, "method": 3, "passes": 4, "metrics": 4, "layers": 5,
