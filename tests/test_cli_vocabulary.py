@@ -48,8 +48,10 @@ def _parse(argv):
     (["activation-maps", "--split", "test"], "eval_split", "test", "--split", "--eval-split"),
     (["specialize", "--classes", "cat", "--macs", "0.5", "--out", "o", "--train-split", "tr"], "stats_split", "tr",
      "--train-split", "--stats-split"),
-    (["specialize", "--classes", "cat", "--macs", "0.5", "--out", "o", "--method", "magnitude"], "pruning",
-     "magnitude", "--method", "--pruning"),
+    (["specialize", "--classes", "cat", "--macs", "0.5", "--out", "o", "--method", "magnitude"], "criterion",
+     ["magnitude"], "--method", "--criterion"),
+    (["specialize", "--classes", "cat", "--macs", "0.5", "--out", "o", "--pruning", "magnitude"], "criterion",
+     ["magnitude"], "--pruning", "--criterion"),
     (["selectivity", "--k", "0.3"], "mass_fraction", 0.3, "--k", "--mass-fraction"),
 ])
 def test_old_spellings_still_work_and_warn_once_naming_the_new_flag(argv, dest, value, old, new, capsys):
@@ -67,7 +69,8 @@ def test_new_spellings_parse_without_warnings(capsys):
     assert args.model == ["m1", "m2", "m3"]  # repeatable; the default list is replaced, not extended
     assert _parse(["report"]).model == list(common.CIFAR_RESNETS)
     assert _parse(["finetune", "--no-augment"]).augment is False
-    assert _parse(["specialize", "--classes", "cat", "--macs", "0.5", "--out", "o", "--no-baselines"]).baselines is False
+    assert _parse(["specialize", "--classes", "cat", "--macs", "0.5", "--out", "o", "--criterion", "taylor",
+                   "magnitude"]).criterion == ["taylor", "magnitude"]
     assert capsys.readouterr().err == ""
 
 
