@@ -163,13 +163,73 @@ def test_the_cli_vocabulary_lists_exactly_the_registered_criteria():
 
 
 def test_global_allocation_prunes_the_lowest_normalised_scores_across_groups():
-    """conv1's group: [1, 1, 1, 1] (flat); conv2's: [4, 3, 0.5, 0.5] (mean 2). Normalised, conv2's last two
-    (0.25) are the lowest of all: global pruning of a quarter of the 8 channels removes exactly them,
-    uniform pruning removes one channel of each group."""
+    """conv1's group: [0.1, 0.1, 0.1, 0.1] (flat); conv2's: [4, 3, 0.5, 0.5] (mean 2). Raw, conv1's are the
+    lowest; normalised by each group's mean ([1, 1, 1, 1] and [2, 1.5, 0.25, 0.25]) conv2's last two are:
+    global pruning of a quarter of the 8 channels removes exactly them, uniform one channel of each group."""
     prepared = restrict_head(prepare_for_pruning(ThreeColourNet()), [0, 1, 2])
-    scores = {"conv1": torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64),
+    scores = {"conv1": torch.tensor([0.1, 0.1, 0.1, 0.1], dtype=torch.float64),
               "conv2": torch.tensor([4.0, 3.0, 0.5, 0.5], dtype=torch.float64)}
     global_ = prune_by_ratio(prepared, INPUT, FrozenImportance(scores), 0.25, "global")
     uniform = prune_by_ratio(prepared, INPUT, FrozenImportance(scores), 0.25, "uniform")
     assert (global_.conv1.out_channels, global_.conv2.out_channels) == (4, 2)
     assert (uniform.conv1.out_channels, uniform.conv2.out_channels) == (3, 3)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(2, 2, 1, bias=False), nn.BatchNorm2d(2)
+        self.conv2, self.bn2 = nn.Conv2d(2, 2, 1, bias=False), nn.BatchNorm2d(2)
+        self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.shortcut(x))
+
+
+class OneBlockNet(nn.Module):
+    """Stem = identity on 2 channels, then one residual block whose branch adds [-0.5, 0.25] x (input channel 0).
+
+    An image (3, 0) gives relu(bn2) = relu([-1.5, 0.75]) = [0, 0.75] but a block output
+    relu([-1.5, 0.75] + [3, 0]) = [1.5, 0.75]: the block computes a sum in which channel 0 leads, which
+    relu(bn2) alone never shows.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(2, 2, 1, bias=False), nn.BatchNorm2d(2)
+        self.layer1 = nn.Sequential(ResidualBlock())
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            for bn in (self.bn1, self.layer1[0].bn1, self.layer1[0].bn2):
+                bn.running_var.fill_(1 - EPS)
+            self.conv1.weight.copy_(torch.eye(2)[:, :, None, None])
+            self.layer1[0].conv1.weight.copy_(torch.eye(2)[:, :, None, None])
+            self.layer1[0].conv2.weight.copy_(torch.tensor([[-0.5, 0], [0.25, 0]])[:, :, None, None])
+        self.eval()
+
+    def get_classifier(self):
+        return self.fc
+
+    def forward_features(self, x):
+        return self.layer1(F.relu(self.bn1(self.conv1(x))))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def test_block_votes_are_taken_after_the_residual_sum_and_bn_votes_before_it():
+    net = OneBlockNet()
+    pixels = torch.zeros(4, 2, 2, 2)
+    pixels[:, 0] = 3.0
+    labels = torch.tensor([0, 0, 1, 1])
+    inputs = CriterionInputs(restrict_head(prepare_for_pruning(net), [0, 1]), (2, 2, 2), pixels, labels,
+                             CUSTOMIZED_PRUNERS, k1_fraction=0.5)
+    # the stage's group holds the stem norm and the block's last norm: stem relu(bn1) = [3, 0] votes channel 0
+    # at both; block: relu(bn2) = [0, 0.75] votes channel 1, the block output [1.5, 0.75] votes channel 0
+    stage = "conv1"
+    assert score_groups("votes-bn", inputs)[stage].tolist() == [1.0, 1.0]
+    assert score_groups("votes-block", inputs)[stage].tolist() == [2.0, 0.0]
