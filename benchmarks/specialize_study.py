@@ -80,7 +80,7 @@ def run_subset(adapter, model_name: str, subset: str, budgets, criteria, recipe:
         full_file.write_text(json.dumps(full, indent=1))
     for budget, criterion in todo:
         run_dir = folder / f"{allocation}-{budget}-{criterion}"
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         scores = criterion_scores_cached(criterion, network, input_size, data, folder=folder)
         scored = time.perf_counter()
         student, info = build_specialist(network, scores, budget, data, recipe, input_size=input_size,
@@ -88,7 +88,7 @@ def run_subset(adapter, model_name: str, subset: str, budgets, criteria, recipe:
                                          progress=False)
         info.update(model=model_name, classes=subset.split(","), criterion=criterion, allocation=allocation,
                     budget=budget, epochs=recipe.epochs, seed=seed, scoring_seconds=scored - started,
-                    cpu_minutes=(time.perf_counter() - started) / 60 * torch.get_num_threads(),
+                    cpu_minutes=(time.process_time() - cpu_started) / 60,
                     wall_minutes=(time.perf_counter() - started) / 60, threads=torch.get_num_threads(),
                     latency_ms=_one_thread_latency(student, input_size))
         results.mkdir(parents=True, exist_ok=True)
