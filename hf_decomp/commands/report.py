@@ -155,42 +155,20 @@ def _single_study_features(args, adapter=None):
 
 
 def run_single(args: argparse.Namespace) -> int:
-    from ..method.selection import top_k_per_class
-    from ..studies.csg import CSGConfig, csg_study
-    from ..studies.efficientnet_lite0 import load_study_model
-    from ..studies.histograms import gather_class_statistics, histogram_study
-    from ..studies.overlap import overlap_study
-    from ..studies.suite import write_report
-    from ..studies.sweep import sweep_study
-    from ..utils.files import check_output_dir, staged_output_dir
+    """One study of one model (the work is :func:`hf_decomp.studies.suite.run_study`); prints its headline."""
+    from ..studies.suite import StudySettings, run_study
 
-    check_output_dir(args.out, args.overwrite)
-    adapter = load_study_model(args.model)
-    _check_study_k(args, adapter.num_features)  # fail before computing features
-    mf = _single_study_features(args, adapter)
-    settings = {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
-    with staged_output_dir(args.out, args.overwrite) as staging:
-        if args.study == "sweep":
-            result = sweep_study(mf, staging, k1_values=args.k1_grid, k2_values=args.k2_grid)
-            print(f"full accuracy {result.data['full_accuracy']:.2f} %; rho grid in {args.out}/sweep.png")
-        elif args.study == "histograms":
-            result = histogram_study(mf, staging, k1=args.k1, k2=args.k2, classes=args.classes)
-        elif args.study == "overlap":
-            stats = gather_class_statistics(mf, [args.k1])
-            sets = top_k_per_class(stats.histogram(args.k1), args.k2)
-            result = overlap_study(mf, sets, staging, selection=f"Algorithm 1 (k1 = {args.k1}, k2 = {args.k2})",
-                                   histogram=stats.histogram(args.k1))
-            print(f"MIS {result.data['mutual_information_score_bits']:.4f} bits; mean Jaccard "
-                  f"{result.data['mean_jaccard_off_diagonal']:.3f}")
-        elif args.study == "csg":
-            result = csg_study(mf, k_values=args.k2_grid, k1=args.k1,
-                               config=CSGConfig(epochs=args.csg_epochs, seed=args.seed))
-            for c in result.data["comparisons"]:
-                print(f"k={c['k']}: rho CSG {c['csg_rho']:.4f} vs Algorithm 1 {c['algorithm1_rho']:.4f}")
-            print(f"STD {result.data['std_accuracy']:.2f} %  CSG {result.data['csg_accuracy']:.2f} %")
-        else:  # pragma: no cover - argparse only sets known studies
-            raise DecompValueError(f"unknown study {args.study!r}")
-        write_report([result], staging, settings, title=f"hf-decomp {args.study}: {mf.name}")
+    result = run_study(StudySettings.from_namespace(args), args.out, overwrite=args.overwrite)
+    data = result.data
+    if args.study == "sweep":
+        print(f"full accuracy {data['full_accuracy']:.2f} %; rho grid in {args.out}/sweep.png")
+    elif args.study == "overlap":
+        print(f"MIS {data['mutual_information_score_bits']:.4f} bits; mean Jaccard "
+              f"{data['mean_jaccard_off_diagonal']:.3f}")
+    elif args.study == "csg":
+        for c in data["comparisons"]:
+            print(f"k={c['k']}: rho CSG {c['csg_rho']:.4f} vs Algorithm 1 {c['algorithm1_rho']:.4f}")
+        print(f"STD {data['std_accuracy']:.2f} %  CSG {data['csg_accuracy']:.2f} %")
     print(f"report in {args.out}/report.md")
     return 0
 
