@@ -70,6 +70,9 @@ def test_authors_pairwise_mi_literal():
     crossed = torch.tensor([[3, 1], [1, 3]])
     assert authors_pairwise_mi(crossed, "prob")["mean"] == pytest.approx(0.431523, abs=1e-6)
     assert authors_pairwise_mi(crossed, "select")["mean"] == pytest.approx(0.693147, abs=1e-6)
+    # each class's votes are normalised before the sum: 8 votes (2, 6) weigh as 4 votes (1, 3) would
+    # (summing raw counts (5, 7) would give 2 * 0.562335 - H(5/12, 7/12) = 0.4455)
+    assert authors_pairwise_mi(torch.tensor([[3, 1], [2, 6]]), "prob")["mean"] == pytest.approx(0.431523, abs=1e-6)
     # with zeros: p = (.5, .5, 0), (0, .5, .5): prob 2 ln 2 - H(.25, .5, .25) = 1.386294 - 1.039721;
     # select (1, 1, 0), (0, 1, 1), union (1, 1, 1): 2 ln 2 - ln 3 (eps 1e-6 moves both by < 1e-4)
     shifted = torch.tensor([[2, 2, 0], [0, 2, 2]])
