@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import requires_shared
 
 from hf_decomp.recovery import heads
 from hf_decomp.recovery.settings import FinetuneSettings, RefitSettings, parse_val_split
@@ -111,7 +112,9 @@ def test_settings_refuse_bad_values_in_one_line():
     cases = [(dict(keep=[1.5]), r"keep=1.5 must be in \(0.0, 1.0\) \(--keep\)"),
              (dict(k2=0), r"k2=0 must be a positive integer; give --k2 N"),
              (dict(max_iter=-1), "max_iter=-1 must be a positive integer"),
-             (dict(num_workers=-2), r"num_workers=-2 must be an integer >= 0 \(--num-workers\)")]
+             (dict(num_workers=-2), r"num_workers=-2 must be an integer >= 0 \(--num-workers\)"),
+             (dict(criterion="coverage"), "criterion 'coverage' sizes its sets by coverage; refit keeps k2 per class"),
+             (dict(criterion="magic"), "magic")]
     for kwargs, message in cases:
         with pytest.raises(DecompValueError, match=message):
             RefitSettings(**kwargs)
@@ -339,3 +342,20 @@ def test_coverage_is_a_fraction_on_the_command_line_as_in_python(monkeypatch, tm
     with pytest.raises(SystemExit):
         main(["analyze", "--coverage", "0", "--out", str(tmp_path / "a")])
     assert "argument --coverage: 0 must be a fraction in (0, 1] (e.g. 0.5)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@requires_shared("models", "cifar10-resnets", "resnet20-12fca82f.th")
+def test_resnet20_validation_on_held_out_train_is_reported_as_memorised(tmp_path, capsys):
+    from hf_decomp.cli import main
+
+    assert main(["refit", "--limit", "1000", "--eval-limit", "300", "--val-split", "200", "--k2", "5",
+                 "--criterion", "contribution", "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "r")]) == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["validation"]["memorised"] is True
+    assert metrics["val_split"]["note"].startswith("memorised: the pretrained cifar10_resnet20 was trained on every")
+    printed = capsys.readouterr().out
+    assert "validation (200 images memorised)" in printed and "note: validation is memorised" in printed
+    # the reason: the full model is near-perfect on images it was trained on, not on the test split
+    assert metrics["validation"]["full_accuracy"] > metrics["full_accuracy"] + 3

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from ..method.criteria import get_criterion, list_criteria
 from ..utils.checks import check_positive_int
 from ..utils.errors import DecompValueError
 from ..utils.settings import CommandSettings
@@ -133,6 +134,10 @@ class RefitSettings(CommandSettings):
         if self.num_workers is not None and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
                                              or self.num_workers < 0):
             raise DecompValueError(f"num_workers={self.num_workers!r} must be an integer >= 0 (--num-workers)")
+        criterion = get_criterion(self.criterion)  # an unknown name is refused naming the known ones
+        if "k" not in criterion.set_sizes:
+            raise DecompValueError(f"criterion {self.criterion!r} sizes its sets by coverage; {self.COMMAND} keeps k2 "
+                                   f"per class: use one of {', '.join(list_criteria(set_size='k'))} (--criterion).")
         self.keep = [self.keep] if isinstance(self.keep, (int, float)) else list(self.keep)
         if not self.keep:
             raise DecompValueError("keep is empty; give at least one fraction in (0, 1) (--keep 0.5 0.75)")
