@@ -16,9 +16,9 @@ from hf_decomp.cli import main
 from hf_decomp.data import load_image_split
 from hf_decomp.layers import LayerStatistics, gather_layer_statistics
 from hf_decomp.layers.selectivity import (
-    class_selectivity_index,
     above_mean_vote_mi,
     authors_pairwise_mi,
+    class_selectivity_index,
     histogram_mutual_information,
     mass_counts,
     mass_k1_per_class,

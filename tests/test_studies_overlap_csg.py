@@ -119,6 +119,6 @@ def test_overlap_study_reports_the_classes_histogram_mi_next_to_mis(tmp_path):
     assert same.data["above_mean_vote_mi_nats"] == pytest.approx(0.6931, abs=1e-3)
     assert same.data["authors_pairwise_mi_prob_nats"] == pytest.approx(0.6780, abs=1e-3)
     assert "the authors' calc_pairwise_mi \"prob\" (vote distributions) 0.678" in same.markdown
-    assert "above-mean vote indicators (the authors' indices_experiment.py) 0.693" in same.markdown
+    assert "above-mean vote indicators (the MI of the authors' indices_experiment.py) 0.693" in same.markdown
     assert "the authors' measure" not in same.markdown
     assert "authors_pairwise_mi_prob_nats" not in overlap_study(mf, [[0], [1]], tmp_path, bins=2).data

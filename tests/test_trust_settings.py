@@ -217,7 +217,8 @@ def test_memorised_validation_is_labelled_in_metrics_card_and_table(monkeypatch,
 # ---- item 8: --val-split is a whole number >= 1 or a split name ---------------------------------------
 
 def test_parse_val_split():
-    assert parse_val_split("5000") == 5000 and parse_val_split(12) == 12 and parse_val_split(" validation ") == "validation"
+    assert parse_val_split("5000") == 5000 and parse_val_split(12) == 12
+    assert parse_val_split(" validation ") == "validation"
     for text, message in (("-5", "--val-split -5: at least 1 image must be held out"),
                           ("0", "--val-split 0: at least 1 image must be held out"),
                           ("0.1", "--val-split 0.1: a number of images must be a whole number"),

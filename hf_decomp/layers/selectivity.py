@@ -13,8 +13,9 @@
   eps = 1e-6 added to every entry of a vector that has a zero). Lower MI means the classes' votes
   overlap less.
 
-  * :func:`above_mean_vote_mi` (their ``indices_experiment.py``): each histogram becomes the indicator of
-    the channels voted more often than its own mean; MI = H(a) + H(b) - H(a | b).
+  * :func:`above_mean_vote_mi` (the MI of their ``indices_experiment.py``, applied here to the sample votes;
+    that script counts votes over the rows of each class's Gram matrix X_c^T X_c instead): each histogram
+    becomes the indicator of the channels voted more often than its own mean; MI = H(a) + H(b) - H(a | b).
   * :func:`authors_pairwise_mi` ``variant="prob"`` (``calc_pairwise_mi`` in their ``main.py``, printed by
     ``main.py calc_mi``): over the vote distributions p_i = hist_i / sum(hist_i),
     MI = H(p_i) + H(p_j) - H(p_i + p_j).
@@ -125,7 +126,8 @@ def _indicator_mi(indicators: torch.Tensor, sample_counts: torch.Tensor | None) 
 def above_mean_vote_mi(histogram: torch.Tensor, sample_counts: torch.Tensor | None = None) -> dict:
     """Pairwise MI (nats) between the indicators of the channels each class votes for more often than its mean.
 
-    The measure of the authors' ``indices_experiment.py``: row c of the (C, d) top-k1 histogram becomes
+    The MI of the authors' ``indices_experiment.py`` (which counts its votes over the rows of each class's
+    Gram matrix; here the votes are the samples' top-k1): row c of the (C, d) top-k1 histogram becomes
     ``1[hist_c > mean(hist_c)]``; for classes a != b, MI = H(a) + H(b) - H(a | b) (``|`` the union).
     Returns the (C, C) matrix (NaN diagonal) and its mean; classes without samples are left out of the mean.
     """

@@ -73,8 +73,8 @@ def check_selection(name: str, *, k2: int | float | None = None, coverage: float
             f"criterion {name!r} keeps k2 features per class; coverage (a fraction of the vote histogram) works "
             f"with {', '.join(list_criteria(set_size='coverage'))}. Give k2 (--k2) instead.")
     if k2 is not None and "k" not in criterion.set_sizes:
-        raise DecompValueError(f"criterion {name!r} sizes its sets by coverage; give coverage (--coverage 0.5, a fraction) "
-                               f"instead of k2")
+        raise DecompValueError(f"criterion {name!r} sizes its sets by coverage; give coverage (a fraction, "
+                               f"--coverage 0.5) instead of k2")
     return criterion
 
 

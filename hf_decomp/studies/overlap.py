@@ -10,7 +10,7 @@
 - Next to MIS, the mean pairwise MI between the classes' top-k1 vote histograms, each measure of the
   authors' code under its own name (lower = classes vote for more distinct features): their
   ``calc_pairwise_mi`` ``prob`` and ``select`` (:func:`hf_decomp.layers.selectivity.authors_pairwise_mi`) and
-  their ``indices_experiment.py``'s above-mean vote indicators
+  the MI of their ``indices_experiment.py`` over above-mean vote indicators
   (:func:`hf_decomp.layers.selectivity.above_mean_vote_mi`).
 """
 
@@ -165,8 +165,8 @@ def overlap_study(mf: ModelFeatures, index_sets, out_dir, *, bins: int = 8, sele
         histogram_mi = (" Mean pairwise MI between the classes' top-k1 vote histograms (nats; lower = more distinct "
                         "votes): the authors' calc_pairwise_mi \"prob\" (vote distributions) "
                         f"{measures['authors_pairwise_mi_prob_nats']:.4f}, \"select\" (channels with any vote) "
-                        f"{measures['authors_pairwise_mi_select_nats']:.4f}; above-mean vote indicators (the authors' "
-                        f"indices_experiment.py) {measures['above_mean_vote_mi_nats']:.4f}.")
+                        f"{measures['authors_pairwise_mi_select_nats']:.4f}; above-mean vote indicators (the MI of the "
+                        f"authors' indices_experiment.py) {measures['above_mean_vote_mi_nats']:.4f}.")
     rows = [[name, f"{v['selected_pairs']:.4f}", f"{v['other_pairs']:.4f}" if v["other_pairs"] is not None else None]
             for name, v in selections.items()]
     markdown = (

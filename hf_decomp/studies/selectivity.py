@@ -14,8 +14,8 @@ import numpy as np
 
 from ..layers import FINAL, gather_layer_statistics, resolve_k
 from ..layers.selectivity import (
-    class_selectivity_index,
     above_mean_vote_mi,
+    class_selectivity_index,
     mass_k1_per_class,
     per_class_k1_histogram,
     psi_per_class,
@@ -180,7 +180,8 @@ def selectivity_study(profiles: list[dict], out_dir, *, data: dict | None = None
         f"number of channels holding less than {fraction:.0%} of the pooled activation mass; Psi = (d - median "
         f"count) / d, mean over classes), mu = mean over channels of the class selectivity index "
         f"(mu_max - mu_-max) / (mu_max + mu_-max), and MI = mean pairwise mutual information of the classes' "
-        f"above-mean top-k1 vote indicators (the authors' indices_experiment.py; k1 = {k1}, clipped to the layer width; lower = classes use more distinct channels).\n\n"
+        f"above-mean top-k1 vote indicators (the MI of the authors' indices_experiment.py; k1 = {k1}, clipped to "
+        f"the layer width; lower = classes use more distinct channels).\n\n"
         f"![selectivity](selectivity.png)\n\n**The paper's claim (deeper = more class-specific), measured:**\n\n"
         + "\n".join(_verdict(claims)) + "\n\n" + markdown_table(header, rows))
     return StudyResult("selectivity", "Selectivity against depth", markdown,
