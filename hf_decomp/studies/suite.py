@@ -77,10 +77,10 @@ class ReportSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
-SINGLE_STUDIES = ("sweep", "histograms", "overlap", "csg")  # one model, one study: `hf-decomp <study>`
+SINGLE_STUDIES = ("sweep", "histograms", "overlap", "csg", "activation-maps")  # one model: `hf-decomp <study>`
 # the k values each single study reads (the others are not checked against the model's width)
 _STUDY_K = {"sweep": ("k1_grid", "k2_grid"), "histograms": ("k1", "k2"), "overlap": ("k1", "k2"),
-            "csg": ("k1", "k2_grid")}
+            "csg": ("k1", "k2_grid"), "activation-maps": ("k1", "k2")}
 
 
 @dataclass
@@ -106,10 +106,17 @@ class StudySettings:
     k2_grid: Sequence[int] = DEFAULT_GRID
     classes: Sequence[str] | None = None
     csg_epochs: int = 5
+    # activation maps
+    criterion: str = "histogram"
+    num_images: int | None = None
+    layer: str | None = None
+    non_influential: str = "top-weight"
 
     def __post_init__(self):
         if self.study not in SINGLE_STUDIES:
             raise DecompValueError(f"unknown study {self.study!r}; single studies are {', '.join(SINGLE_STUDIES)}")
+        if self.num_images is not None and self.classes:
+            raise DecompValueError("give --classes or --num-images, not both")
 
     @classmethod
     def from_namespace(cls, args, **overrides) -> "StudySettings":
@@ -142,6 +149,8 @@ def run_study(settings: StudySettings, out_dir: str | Path, *, overwrite: bool =
         else:
             check_k(name, value, adapter.num_features)
     load = load or study_common.load_model_features
+    if s.study == "activation-maps":
+        return _activation_maps(s, adapter, out_dir, overwrite, load)
     mf = load(adapter, s.dataset, stats_split=s.stats_split, eval_split=s.eval_split, batch_size=s.batch_size,
               limit=s.limit, eval_limit=s.eval_limit, seed=s.seed, cache_dir=s.cache_dir, num_workers=s.num_workers,
               label_map=s.label_map)
@@ -157,6 +166,34 @@ def run_study(settings: StudySettings, out_dir: str | Path, *, overwrite: bool =
         else:
             result = csg_study(mf, k_values=s.k2_grid, k1=s.k1, config=CSGConfig(epochs=s.csg_epochs, seed=s.seed))
         write_report([result], staging, s.to_json(), title=f"hf-decomp {s.study}: {mf.name}")
+    return result
+
+
+def _activation_maps(s: StudySettings, adapter, out_dir, overwrite: bool, load) -> StudyResult:
+    """Table 7 for one model: the layer and the image count are checked before any feature is computed;
+    with a label-free criterion the feature mean comes from the shown images' own split (no labels read)."""
+    from ..data import default_eval_split, load_image_split
+    from ..method.criteria import get_criterion
+    from .activation_maps import feature_maps_function, label_free_features, select_images
+
+    feature_maps_function(adapter, s.layer)  # bad layer / no maps: fail before computing features
+    if s.num_images is not None:
+        images = load_image_split(s.dataset, s.eval_split or default_eval_split(s.dataset), require_labels=False)
+        if images.num_rows is not None and s.num_images > images.num_rows:
+            select_images(images, adapter.label_names, None, s.num_images, s.seed)  # raises, naming the count
+    if get_criterion(s.criterion).needs_labels:
+        mf = load(adapter, s.dataset, stats_split=s.stats_split, eval_split=s.eval_split, batch_size=s.batch_size,
+                  limit=s.limit, eval_limit=s.eval_limit, seed=s.seed, cache_dir=s.cache_dir,
+                  num_workers=s.num_workers, label_map=s.label_map)
+    else:
+        mf = label_free_features(adapter, s.dataset, s.eval_split, limit=s.limit, seed=s.seed,
+                                 batch_size=s.batch_size, num_workers=s.num_workers)
+    with staged_output_dir(out_dir, overwrite) as staging:
+        result = dataset_activation_study(mf, s.dataset, staging, k=s.k2, selection=s.criterion,
+                                          num_images=s.num_images, classes=s.classes, split=s.eval_split,
+                                          layer=s.layer, seed=s.seed, filename="activation_maps.png",
+                                          non_influential=s.non_influential)
+        write_report([result], staging, s.to_json(), title=f"hf-decomp activation maps: {mf.name}")
     return result
 
 
