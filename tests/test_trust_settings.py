@@ -54,6 +54,15 @@ def test_the_recovery_flags_are_the_settings(command, settings):
     assert _dests(_subparser(command)) == set(settings.field_names())
 
 
+@pytest.mark.parametrize("command, settings", [("refit", RefitSettings), ("finetune", FinetuneSettings)])
+def test_the_flag_defaults_are_the_settings_defaults(command, settings):
+    from hf_decomp.data.holdout import DEFAULT_VAL_SIZE
+
+    args = _subparser(command).parse_args([])
+    assert settings.from_namespace(args) == settings(out=f"runs/{command}")
+    assert settings().val_split == DEFAULT_VAL_SIZE
+
+
 def test_every_flag_reaches_the_settings_unchanged(monkeypatch, tmp_path):
     """No flag is copied by hand: each non-default value arrives in the settings build_recovered_head gets."""
     from hf_decomp.cli import main
