@@ -65,6 +65,8 @@ def test_run_study_checks_k_before_any_feature(tmp_path, monkeypatch, toy_model)
         run_study(StudySettings(study="histograms", k1=2, k2=9), tmp_path / "h")
     with pytest.raises(DecompValueError, match="unknown study 'depth'"):
         StudySettings(study="depth")
+    with pytest.raises(DecompValueError, match="give --classes or --num-images, not both"):
+        StudySettings(study="activation-maps", num_images=2, classes=["a"])
 
 
 def test_the_report_command_holds_no_study_logic():
