@@ -320,6 +320,9 @@ def test_recovery_settings_old_names_warn_once():
         settings = RefitSettings.with_overrides(None, {"method": "histogram", "k": 3})
     _one_future_warning(caught, "refit(): method= is now criterion=, k= is now k2=")
     assert (settings.criterion, settings.k2) == ("histogram", 3)
+    with pytest.warns(FutureWarning, match=r"build_recovered_head\(\): method= is now criterion="), \
+            pytest.raises(DecompValueError, match="--val-split 0"):
+        heads.build_recovered_head("no-such-model", method="histogram", val_split="0")
 
 
 def test_the_criteria_docstring_speaks_criterion():

@@ -55,7 +55,7 @@ def build_recovered_head(model: str | None = None, dataset: str | None = None, *
     ``settings`` the settings used.
     """
     overrides.update({name: value for name, value in (("model", model), ("dataset", dataset)) if value is not None})
-    s = type(settings or RefitSettings()).with_overrides(settings, overrides)
+    s = type(settings or RefitSettings()).with_overrides(settings, overrides, function="build_recovered_head")
     purpose = purpose or s.COMMAND
     (model, dataset, weights, criterion, k1, k2, stats_split, eval_split, limit, eval_limit, label_map, seed,
      cache_dir, batch_size, num_workers) = (s.model, s.dataset, s.weights, s.criterion, s.k1, s.k2, s.stats_split,
@@ -166,7 +166,7 @@ def finetune_recovered_head(adapter, fit, validation, test, head, metrics: dict,
     from ..portable.modeling_decomp import DecomposedForImageClassification
     from .finetune import evaluate_model, finetune, training_transform
 
-    s = FinetuneSettings.with_overrides(settings, overrides)
+    s = FinetuneSettings.with_overrides(settings, overrides, function="finetune_recovered_head")
     model = DecomposedForImageClassification.from_classifier(adapter, head, selection_method=s.criterion, k2=s.k2)
     steps_per_epoch = max(1, (fit.num_rows or 0) // s.train_batch_size)
     every = max(1, round(s.eval_every * steps_per_epoch)) if s.eval_every else None

@@ -41,6 +41,7 @@ class CommandSettings:
     """Mixin of a settings dataclass: field names, JSON round trip, construction from flags or keywords."""
 
     COMMAND: ClassVar[str] = "the command"  # names the function in errors and warnings
+    KIND: ClassVar[str | None] = None  # names the settings in errors (default: the command)
     RENAMED: ClassVar[dict[str, str]] = {}  # old keyword name -> field name
 
     @classmethod
@@ -56,7 +57,7 @@ class CommandSettings:
         """Settings from :meth:`to_dict`'s output (unknown keys are refused, naming them)."""
         unknown = sorted(set(data) - set(cls.field_names()))
         if unknown:
-            raise DecompValueError(f"unknown {cls.COMMAND} settings {unknown}; known: {', '.join(cls.field_names())}")
+            raise DecompValueError(f"unknown {cls.KIND or cls.COMMAND} settings {unknown}; known: {', '.join(cls.field_names())}")
         return cls(**data)
 
     @classmethod
@@ -66,15 +67,17 @@ class CommandSettings:
         return cls(**{**{name: values[name] for name in cls.field_names() if name in values}, **overrides})
 
     @classmethod
-    def with_overrides(cls, settings, overrides: dict, stacklevel: int = 4):
+    def with_overrides(cls, settings, overrides: dict, stacklevel: int = 4, function: str | None = None):
         """``settings`` (or the defaults) with keyword ``overrides`` applied; old keyword names are accepted
-        with one FutureWarning naming the new ones, unknown ones are refused naming the known ones."""
+        with one FutureWarning naming the new ones, unknown ones are refused naming the known ones.
+        ``function`` names the caller in both (default: the command)."""
+        function = function or cls.COMMAND
         if settings is not None and not isinstance(settings, cls):
             raise TypeError(f"settings must be a {cls.__name__}, not {type(settings).__name__}")
-        overrides = rename_keywords(cls.COMMAND, overrides, cls.RENAMED, stacklevel=stacklevel)
+        overrides = rename_keywords(function, overrides, cls.RENAMED, stacklevel=stacklevel)
         unknown = sorted(set(overrides) - set(cls.field_names()))
         if unknown:
-            raise TypeError(f"{cls.COMMAND}() got unexpected keyword arguments {unknown}; settings are "
+            raise TypeError(f"{function}() got unexpected keyword arguments {unknown}; settings are "
                             f"{', '.join(cls.field_names())}")
         values = {name: getattr(settings, name) for name in cls.field_names()} if settings is not None else {}
         return cls(**{**values, **overrides})
