@@ -57,7 +57,7 @@ def compare_model(name: str, methods, ks, max_iter: int, val_split, seed: int, k
             started = time.time()
             best = None
             for keep in (keeps if method == "pruning" else [0.5]):
-                selected = decompose_head(weight, bias, fit_x, fit_y, method=method, k=k, keep=keep,
+                selected = decompose_head(weight, bias, fit_x, fit_y, criterion=method, k2=k, keep=keep,
                                           bias_correction=False, refit=(method == "pruning"), max_iter=max_iter)
                 plain = DecomposedLinear(weight, bias, selected.index_sets())
                 corrected = bias_corrected_head(plain, weight, mean)

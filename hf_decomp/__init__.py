@@ -33,6 +33,8 @@ _LAZY = {
     "ClassifierAdapter": ".models",
     "load_classifier": ".models",
     "DecomposedLinear": ".portable.decomposed_head",
+    "FinetuneSettings": ".recovery.settings",
+    "RefitSettings": ".recovery.settings",
     # hf_decomp.hub imports transformers and registers the Auto classes
     "DecompConfig": ".hub",
     "DecomposedForImageClassification": ".hub",

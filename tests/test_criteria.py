@@ -42,10 +42,10 @@ def test_contribution_ignores_constant_features_that_histogram_and_label_free_pi
     # overall mean (1.75, 2.25, 9); class means (3, .5, 9) and (.5, 4, 9)
     scores = get_criterion("contribution").scores(CriterionInputs.from_statistics(stats, weight=weight))
     torch.testing.assert_close(scores, torch.tensor([[1.25, 0.0, 0.0], [0.0, 1.75, 0.0]], dtype=torch.float64))
-    contribution, _ = select_from_statistics(stats, k1=1, k2=1, method="contribution", weight=weight)
+    contribution, _ = select_from_statistics(stats, k1=1, k2=1, criterion="contribution", weight=weight)
     assert contribution == [[0], [1]]
-    histogram, _ = select_from_statistics(stats, k1=1, k2=1, method="histogram", weight=weight)
-    label_free, _ = select_from_statistics(stats, k1=1, k2=1, method="label-free", weight=weight)
+    histogram, _ = select_from_statistics(stats, k1=1, k2=1, criterion="histogram", weight=weight)
+    label_free, _ = select_from_statistics(stats, k1=1, k2=1, criterion="label-free", weight=weight)
     assert histogram == [[2], [2]] and label_free == [[2], [2]]  # the constant wins the vote and the mean
 
 
@@ -59,7 +59,7 @@ def test_unknown_method_names_the_known_ones():
     with pytest.raises(DecompValueError, match="histogram, contribution, label-free, sparse-glm"):
         get_criterion("gradcam")
     with pytest.raises(ValueError, match="contribution"):
-        select_from_statistics(_statistics(), k1=1, k2=1, method="gradcam")
+        select_from_statistics(_statistics(), k1=1, k2=1, criterion="gradcam")
     assert "contribution" in list_criteria(streamable=True) and list_criteria()[0] == "histogram"
 
 
@@ -71,7 +71,7 @@ def test_k_larger_than_active_features_is_refused():
     stats = ClassStatistics(2, 3, k1_values=(1,))
     stats.update(torch.tensor([[1.0, 0.0, 0.0], [2.0, 0.0, 1.0]]), torch.tensor([0, 1]))
     with pytest.raises(DecompValueError, match="non-zero mean"):
-        select_from_statistics(stats, k1=1, k2=3, method="contribution", weight=torch.ones(2, 3))
+        select_from_statistics(stats, k1=1, k2=3, criterion="contribution", weight=torch.ones(2, 3))
 
 
 def test_sparse_glm_picks_the_informative_feature_first():

@@ -64,9 +64,9 @@ def test_missing_input_is_named():
 def test_analyze_refuses_what_it_cannot_compute_before_any_work():
     # the model name does not exist: each refusal must come before the model (or any data) is loaded
     with pytest.raises(DecompValueError, match="criterion 'sparse-glm' needs the training features themselves"):
-        analyze("no-such-model", k2=2, method="sparse-glm")
+        analyze("no-such-model", k2=2, criterion="sparse-glm")
     with pytest.raises(DecompValueError, match="criterion 'contribution' keeps k2 features per class"):
-        analyze("no-such-model", coverage=0.5, method="contribution")
+        analyze("no-such-model", coverage=0.5, criterion="contribution")
     # label-free with coverage used to give silent 1-feature sets
     with pytest.raises(DecompValueError, match="criterion 'label-free' keeps k2 features per class"):
         analyze("no-such-model", coverage=0.5, criterion="label-free")
@@ -75,7 +75,7 @@ def test_analyze_refuses_what_it_cannot_compute_before_any_work():
     with pytest.raises(DecompValueError, match="Did you mean 'histogram'"):
         analyze("no-such-model", criterion="histogramm")
     with pytest.raises(DecompValueError, match="the refit keeps k per class"):
-        decompose_head(torch.ones(2, 3), None, torch.ones(4, 3), torch.tensor([0, 1, 0, 1]), method="coverage")
+        decompose_head(torch.ones(2, 3), None, torch.ones(4, 3), torch.tensor([0, 1, 0, 1]), criterion="coverage")
 
 
 @pytest.fixture
@@ -99,13 +99,13 @@ def test_a_new_criterion_is_one_decorated_function(smallest_weight, color_datase
     stats = ClassStatistics(3, 6, (1,))
     stats.update(torch.rand(9, 6), torch.arange(3).repeat(3))
     weight = ColourNet().fc.weight.detach()
-    assert select_from_statistics(stats, k1=1, k2=2, method=smallest_weight, weight=weight)[0] == expected
+    assert select_from_statistics(stats, k1=1, k2=2, criterion=smallest_weight, weight=weight)[0] == expected
     result = analyze(adapt_timm_model(ColourNet(), name="colournet"), str(color_dataset), k1=2, k2=2,
                      criterion=smallest_weight, num_workers=0)
     assert result.indices.sets == expected and result.metrics["selection"]["method"] == smallest_weight
     # every logit is its bias (0) on these sets: argmax picks class 0 for every image, a third of them right
     assert result.metrics["decomposed_accuracy"] == pytest.approx(100 / 3)
-    head = decompose_head(weight, None, torch.rand(6, 6), None, method=smallest_weight, k=2, refit=False,
+    head = decompose_head(weight, None, torch.rand(6, 6), None, criterion=smallest_weight, k2=2, refit=False,
                           bias_correction=False)
     assert head.index_sets() == expected
     args = build_parser().parse_args(["analyze", "--criterion", smallest_weight])
@@ -123,7 +123,7 @@ def _reference_case():
     return features, labels, torch.randn(3, 8, generator=generator)
 
 
-# select_from_statistics(k1=2, k2=3 or coverage=0.5) and decompose_head(k=3, k1=2), pre-registry code
+# select_from_statistics(k1=2, k2=3 or coverage=0.5) and decompose_head(k2=3, k1=2), pre-registry code
 STATISTICS_SETS = {
     "histogram": [[0, 3, 2], [1, 4, 2], [2, 5, 1]],
     "coverage": [[0], [1], [2]],
@@ -152,9 +152,9 @@ def test_every_criterion_reproduces_the_sets_of_the_code_before_the_registry():
     assert sorted(HEAD_SETS) == sorted(list_criteria(set_size="k"))
     for name, expected in STATISTICS_SETS.items():
         size = {"coverage": 0.5} if name == "coverage" else {"k2": 3}
-        assert select_from_statistics(stats, k1=2, method=name, weight=weight, **size) == (expected, []), name
+        assert select_from_statistics(stats, k1=2, criterion=name, weight=weight, **size) == (expected, []), name
     for name, expected in HEAD_SETS.items():
-        head = decompose_head(weight, None, features, labels, method=name, k=3, k1=2, max_iter=20,
+        head = decompose_head(weight, None, features, labels, criterion=name, k2=3, k1=2, max_iter=20,
                               refit=name == "pruning")
         assert head.index_sets() == expected, name
         assert head.bias.tolist() == pytest.approx(HEAD_BIASES[name], abs=1e-3), name
@@ -170,7 +170,7 @@ def test_histogram_criterion_is_algorithm_1(seed, k1, k2):
     stats = ClassStatistics(3, 5, (k1,))
     stats.update(features, labels)
     weight = torch.randn(3, 5, generator=generator)
-    sets, empty = select_from_statistics(stats, k1=k1, k2=k2, method="histogram", weight=weight)
+    sets, empty = select_from_statistics(stats, k1=k1, k2=k2, criterion="histogram", weight=weight)
     expected = top_k_per_class(stats.histogram(k1), k2)
     for c in range(3):
         if c not in empty:

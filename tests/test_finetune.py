@@ -67,8 +67,8 @@ def test_finetune_trains_saves_and_reloads(tmp_path, color_dataset, tiny_adapter
     model = DecomposedForImageClassification.from_classifier(tiny_adapter, head)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     result = finetune(model, train, transform=training_transform(tiny_adapter), eval_split=test,
-                      eval_transform=tiny_adapter.transform, epochs=1, lr=0.05, batch_size=8, num_workers=0,
-                      out_dir=tmp_path / "out", checkpoint_every=2, log_every=1)
+                      eval_transform=tiny_adapter.transform, epochs=1, lr=0.05, train_batch_size=8, num_workers=0,
+                      out=tmp_path / "out", save_every=2, log_every=1)
     trained = result.model
     assert isinstance(trained, DecomposedForImageClassification)
     assert result.metrics["steps"] == 3 and len(result.history) == 3  # 24 images / batch 8
@@ -108,7 +108,7 @@ def test_distillation_from_the_full_model(color_dataset, tiny_adapter):
     from hf_decomp.data import batch_to_device, make_dataloader
 
     distilled = finetune(DecomposedForImageClassification.from_classifier(tiny_adapter, head), train, transform=tiny_adapter.transform,
-                         epochs=1, lr=0.0, batch_size=24, num_workers=0, log_every=1, teacher=tiny_adapter,
+                         epochs=1, lr=0.0, train_batch_size=24, num_workers=0, log_every=1, teacher=tiny_adapter,
                          distill=1.0, temperature=2.0)
     batch = next(iter(make_dataloader(train, tiny_adapter.transform, batch_size=24, num_workers=0)))
     pixels = batch_to_device(batch, "cpu")["pixel_values"]
@@ -137,7 +137,10 @@ def test_finetune_command_chooses_on_validation_and_exports_a_loadable_model(tmp
                  "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["val_split"] == {"kind": "held-out", "from": "train", "rows": 6, "seed": 0, "stratified": True,
-                                    "fit_rows": 18}
+                                    "fit_rows": 18, "memorised": False}
+    # the FinetuneSettings the run used, every flag under its dest
+    assert (metrics["settings"]["val_split"], metrics["settings"]["epochs"], metrics["settings"]["train_batch_size"],
+            metrics["settings"]["eval_every"], metrics["settings"]["k2"]) == (6, 1.0, 6, 0.5, 2)
     assert metrics["train_samples"] == 18 and metrics["validation"]["samples"] == 6 and metrics["eval_samples"] == 24
     validation = metrics["finetune"]["validation"]
     # 18 images / batch 6 = 3 steps; validation at step 0 (the refit head), every round(0.5 * 3) = 2 steps, and the end
@@ -178,7 +181,7 @@ head = DecomposedLinear(adapter.weight, adapter.bias, [[0, 1, 2], [3], [4, 5]])
 train = load_image_split(dataset, "train")
 result = finetune(DecomposedForImageClassification.from_classifier(adapter, head), train, transform=training_transform(adapter),
                   eval_split=load_image_split(dataset, "test"), eval_transform=adapter.transform, epochs=1, lr=0.05,
-                  batch_size=4, num_workers=0, out_dir=out, checkpoint_every=2, accelerator=accelerator)
+                  train_batch_size=4, num_workers=0, out=out, save_every=2, accelerator=accelerator)
 if accelerator.is_main_process:
     (out.parent / "metrics.json").write_text(json.dumps(result.metrics))
 """
@@ -213,7 +216,7 @@ def test_finetune_under_two_processes_saves_the_model(tmp_path, color_dataset):
 def _one_run(adapter, train, seed):
     head = DecomposedLinear(adapter.weight, adapter.bias, [[0, 1, 2], [3], [4, 5]])
     result = finetune(DecomposedForImageClassification.from_classifier(adapter, head), train, transform=training_transform(adapter),
-                      epochs=1, lr=0.05, batch_size=8, num_workers=0, seed=seed)
+                      epochs=1, lr=0.05, train_batch_size=8, num_workers=0, seed=seed)
     return {n: p.detach().clone() for n, p in result.model.named_parameters()}
 
 

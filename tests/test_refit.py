@@ -115,22 +115,22 @@ def test_decompose_head_methods_and_bad_input():
     weight = torch.cat([torch.eye(3), torch.eye(3), torch.tensor([[0.3, 0.2]] * 3)], 1)
     weight = weight + 0.01 * torch.randn(3, 8, generator=generator)
     for method in ("contribution", "histogram", "label-free"):
-        head = decompose_head(weight, None, features, labels, method=method, k=2, k1=2)
+        head = decompose_head(weight, None, features, labels, criterion=method, k2=2, k1=2)
         assert head.multiply_adds == 6
     # contribution ignores the constant noise features 6, 7 that label-free is drawn to
-    contribution = decompose_head(weight, None, features, labels, method="contribution", k=2, refit=False)
+    contribution = decompose_head(weight, None, features, labels, criterion="contribution", k2=2, refit=False)
     assert [sorted(s) for s in contribution.index_sets()] == [[0, 3], [1, 4], [2, 5]]
-    label_free = decompose_head(weight, None, features, None, method="label-free", k=1, refit=False,
+    label_free = decompose_head(weight, None, features, None, criterion="label-free", k2=1, refit=False,
                                 bias_correction=False)
     assert label_free.index_sets() == [[6], [6], [6]]
     with pytest.raises(DecompValueError, match="Known criteria: histogram, contribution, label-free"):
-        decompose_head(weight, None, features, labels, method="lasso", k=2)
+        decompose_head(weight, None, features, labels, criterion="lasso", k2=2)
     dead = features.clone()
     dead[:, 4:] = 0.0
     with pytest.raises(DecompValueError, match="k=5 is larger than the 4 features with a non-zero mean"):
-        decompose_head(weight, None, dead, labels, method="contribution", k=5)
+        decompose_head(weight, None, dead, labels, criterion="contribution", k2=5)
     with pytest.raises(DecompValueError, match="labelled"):
-        decompose_head(weight, None, features, None, method="contribution", k=2)
+        decompose_head(weight, None, features, None, criterion="contribution", k2=2)
 
 
 @pytest.fixture
@@ -208,9 +208,9 @@ def test_resnet20_refit_recovers_accuracy_on_a_subset():
 
     full = accuracy(test_x @ weight.T + bias)
     with torch.no_grad():
-        plain = accuracy(decompose_head(weight, bias, train_x, train_y, method="histogram", k=5,
+        plain = accuracy(decompose_head(weight, bias, train_x, train_y, criterion="histogram", k2=5,
                                         bias_correction=False, refit=False)(test_x))
-        refit = accuracy(decompose_head(weight, bias, train_x, train_y, method="contribution", k=5)(test_x))
+        refit = accuracy(decompose_head(weight, bias, train_x, train_y, criterion="contribution", k2=5)(test_x))
     # measured on this seeded subset (deterministic): full layer 90.60 %, the paper's head 87.40 %, the
     # contribution head with bias correction only 89.20 %, with the refit 89.00 % (500 test images: 0.2 point each)
     assert full == pytest.approx(90.60, abs=0.1)

@@ -52,4 +52,4 @@ def test_class_without_samples_falls_back_to_label_free_ranking():
 def test_unknown_method_lists_the_known_ones():
     stats = ClassStatistics(1, 2, (1,))
     with pytest.raises(ValueError, match="histogram"):
-        select_from_statistics(stats, k1=1, k2=1, method="magic")
+        select_from_statistics(stats, k1=1, k2=1, criterion="magic")

@@ -16,6 +16,8 @@ from hf_decomp.cli import main
 from hf_decomp.data import load_image_split
 from hf_decomp.layers import LayerStatistics, gather_layer_statistics
 from hf_decomp.layers.selectivity import (
+    above_mean_vote_mi,
+    authors_pairwise_mi,
     class_selectivity_index,
     histogram_mutual_information,
     mass_counts,
@@ -54,12 +56,43 @@ def test_class_selectivity_index_literal():
     assert index.tolist() == pytest.approx([1.0, 0.0, 0.5], abs=1e-6)  # one-class, dead, (3-1)/(3+1)
 
 
-def test_histogram_mutual_information_literal():
+def test_above_mean_vote_mi_literal():
     same = torch.tensor([[4, 4, 0, 0], [5, 3, 1, 0]])  # both above-mean sets are {0, 1}
     disjoint = torch.tensor([[4, 4, 0, 0], [0, 0, 4, 4]])
-    assert histogram_mutual_information(same)["mean"] == pytest.approx(math.log(2), abs=1e-4)
-    assert histogram_mutual_information(disjoint)["mean"] == pytest.approx(0.0, abs=1e-4)
-    assert math.isnan(histogram_mutual_information(same)["matrix"][0, 0])
+    assert above_mean_vote_mi(same)["mean"] == pytest.approx(math.log(2), abs=1e-4)
+    assert above_mean_vote_mi(disjoint)["mean"] == pytest.approx(0.0, abs=1e-4)
+    assert math.isnan(above_mean_vote_mi(same)["matrix"][0, 0])
+
+
+def test_authors_pairwise_mi_literal():
+    # no zero entries (the authors' eps is not added): p = (.75, .25) and (.25, .75), p_i + p_j = (1, 1)
+    # prob: 2 * H(.75, .25) - H(.5, .5) = 2 * 0.562335 - 0.693147; select: both indicators (1, 1): ln 2
+    crossed = torch.tensor([[3, 1], [1, 3]])
+    assert authors_pairwise_mi(crossed, "prob")["mean"] == pytest.approx(0.431523, abs=1e-6)
+    assert authors_pairwise_mi(crossed, "select")["mean"] == pytest.approx(0.693147, abs=1e-6)
+    # each class's votes are normalised before the sum: 8 votes (2, 6) weigh as 4 votes (1, 3) would
+    # (summing raw counts (5, 7) would give 2 * 0.562335 - H(5/12, 7/12) = 0.4455)
+    assert authors_pairwise_mi(torch.tensor([[3, 1], [2, 6]]), "prob")["mean"] == pytest.approx(0.431523, abs=1e-6)
+    # with zeros: p = (.5, .5, 0), (0, .5, .5): prob 2 ln 2 - H(.25, .5, .25) = 1.386294 - 1.039721;
+    # select (1, 1, 0), (0, 1, 1), union (1, 1, 1): 2 ln 2 - ln 3 (eps 1e-6 moves both by < 1e-4)
+    shifted = torch.tensor([[2, 2, 0], [0, 2, 2]])
+    assert authors_pairwise_mi(shifted, "prob")["mean"] == pytest.approx(0.346574, abs=1e-4)
+    assert authors_pairwise_mi(shifted, "select")["mean"] == pytest.approx(0.287682, abs=1e-4)
+    # "select" counts any vote, the above-mean measure only votes above the class's mean: (1, 1, 0) vs (0, 1, 0)
+    skewed = torch.tensor([[2, 2, 0], [0, 9, 1]])
+    assert authors_pairwise_mi(skewed, "select")["mean"] == pytest.approx(0.287682, abs=1e-4)
+    assert above_mean_vote_mi(skewed)["mean"] == pytest.approx(0.0, abs=1e-4)
+    three = authors_pairwise_mi(torch.tensor([[3, 1], [1, 3], [0, 0]]), "prob", torch.tensor([5, 5, 0]))
+    assert three["mean"] == pytest.approx(0.431523, abs=1e-6)  # the class without samples is left out
+    with pytest.raises(ValueError, match="variant='both' is not one of prob, select"):
+        authors_pairwise_mi(crossed, "both")
+
+
+def test_histogram_mutual_information_is_a_deprecated_alias():
+    histogram = torch.tensor([[4, 4, 0, 0], [0, 0, 4, 4]])
+    with pytest.warns(FutureWarning, match="now above_mean_vote_mi") as caught:
+        old = histogram_mutual_information(histogram)
+    assert len(caught) == 1 and old["mean"] == above_mean_vote_mi(histogram)["mean"]
 
 
 def test_per_class_k1_histogram_from_rank_counts():
@@ -103,8 +136,8 @@ def test_channel_permutation_equivariance(rows, rng):
     means = x[:3] + 0.5 if x.shape[0] >= 3 else torch.cat([x, x, x])[:3] + 0.5
     assert torch.allclose(class_selectivity_index(means)[perm], class_selectivity_index(means[:, perm]))
     histogram = (x[:3] * 10).long() if x.shape[0] >= 3 else (torch.cat([x, x])[:3] * 10).long()
-    assert histogram_mutual_information(histogram)["mean"] == pytest.approx(
-        histogram_mutual_information(histogram[:, perm])["mean"], nan_ok=True)
+    assert above_mean_vote_mi(histogram)["mean"] == pytest.approx(
+        above_mean_vote_mi(histogram[:, perm])["mean"], nan_ok=True)
 
 
 @settings(max_examples=60, deadline=None)

@@ -110,9 +110,15 @@ def test_overlap_study_reports_the_classes_histogram_mi_next_to_mis(tmp_path):
     mf = ModelFeatures.from_tensors(weight, None, (features.float(), labels), (features.float(), labels), ["a", "b"])
     disjoint = overlap_study(mf, [[0], [1]], tmp_path, bins=2, histogram=torch.tensor([[5, 5, 0, 0], [0, 0, 5, 5]]))
     same = overlap_study(mf, [[0], [1]], tmp_path, bins=2, histogram=torch.tensor([[5, 5, 0, 0], [4, 6, 0, 0]]))
-    # indicators above each class's mean vote: disjoint halves share nothing (0 nats); equal halves
-    # share the whole entropy of a two-of-four indicator, ln 2
-    assert disjoint.data["histogram_pairwise_mi_nats"] == pytest.approx(0.0, abs=1e-4)
-    assert same.data["histogram_pairwise_mi_nats"] == pytest.approx(0.6931, abs=1e-3)
-    assert "top-k1 histograms (the authors' measure" in same.markdown and "0.693" in same.markdown
-    assert "histogram_pairwise_mi_nats" not in overlap_study(mf, [[0], [1]], tmp_path, bins=2).data
+    # disjoint halves share nothing under every measure (0 nats)
+    for key in ("authors_pairwise_mi_prob_nats", "authors_pairwise_mi_select_nats", "above_mean_vote_mi_nats"):
+        assert disjoint.data[key] == pytest.approx(0.0, abs=1e-4), key
+    # same halves: "select" and above-mean indicators share the whole entropy of a two-of-four indicator, ln 2;
+    # "prob": H(.5,.5) + H(.4,.6) - H(.45,.55) = 0.69315 + 0.67301 - 0.68814
+    assert same.data["authors_pairwise_mi_select_nats"] == pytest.approx(0.6931, abs=1e-3)
+    assert same.data["above_mean_vote_mi_nats"] == pytest.approx(0.6931, abs=1e-3)
+    assert same.data["authors_pairwise_mi_prob_nats"] == pytest.approx(0.6780, abs=1e-3)
+    assert "the authors' calc_pairwise_mi \"prob\" (vote distributions) 0.678" in same.markdown
+    assert "above-mean vote indicators (the MI of the authors' indices_experiment.py) 0.693" in same.markdown
+    assert "the authors' measure" not in same.markdown
+    assert "authors_pairwise_mi_prob_nats" not in overlap_study(mf, [[0], [1]], tmp_path, bins=2).data

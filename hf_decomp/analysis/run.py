@@ -300,7 +300,7 @@ def _analyze(settings: AnalysisSettings, accelerator) -> AnalysisResult:
                 f"weights (--weights) and try without --mixed-precision.")
         raise DecompValueError(f"No readable labelled samples in {train.name} [{train.split}] "
                                f"({stats_info['skipped_images']} unreadable images skipped); nothing to analyze.")
-    sets, empty = select_from_statistics(stats, k1=k1, k2=k2, coverage=coverage, method=method,
+    sets, empty = select_from_statistics(stats, k1=k1, k2=k2, coverage=coverage, criterion=method,
                                          weight=adapter.weight.detach())
     if empty:
         names = [adapter.label_names[c] for c in empty]

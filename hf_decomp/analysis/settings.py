@@ -3,17 +3,19 @@
 Like transformers' ``TrainingArguments``: one dataclass whose field names are the ``hf-decomp analyze``
 flags' dests (``--stats-split`` -> ``stats_split``), checked in ``__post_init__`` before any pass over
 the data, and serialisable (``to_dict`` / ``from_dict``; ``metrics.json`` records it under ``settings``).
+What every command's settings share is :class:`~hf_decomp.utils.settings.CommandSettings`.
 """
 
 from __future__ import annotations
 
 import argparse
-import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 from ..utils.checks import check_positive_int
 from ..utils.errors import DecompValueError
+from ..utils.settings import CommandSettings
 
 __all__ = ["AnalysisSettings", "RENAMED_SETTINGS"]
 
@@ -48,7 +50,7 @@ def _check_optional_positive(name: str, value, flag: str) -> None:
 
 
 @dataclass
-class AnalysisSettings:
+class AnalysisSettings(CommandSettings):
     """What to analyze and how. Every field is the dest of the ``hf-decomp analyze`` flag of the same name.
 
     Args:
@@ -82,6 +84,10 @@ class AnalysisSettings:
         >>> AnalysisSettings(k1=5, k2=5, limit=1000).to_dict()["limit"]
         1000
     """
+
+    COMMAND: ClassVar[str] = "analyze"
+    KIND: ClassVar[str] = "analysis"
+    RENAMED: ClassVar[dict[str, str]] = RENAMED_SETTINGS
 
     model: object = None
     weights: str | None = None
@@ -142,10 +148,6 @@ class AnalysisSettings:
         if self.layers is not None:
             self.layers = list(self.layers)
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
     def to_dict(self) -> dict:
         """JSON-safe settings; a model given as an adapter is recorded by its name."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -154,14 +156,6 @@ class AnalysisSettings:
         if self.model is not None and not isinstance(self.model, str):
             data["model"] = getattr(self.model, "name", repr(self.model))
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AnalysisSettings":
-        """Settings from :meth:`to_dict`'s output (unknown keys are refused, naming them)."""
-        unknown = sorted(set(data) - set(cls.field_names()))
-        if unknown:
-            raise DecompValueError(f"unknown analysis settings {unknown}; known: {', '.join(cls.field_names())}")
-        return cls(**data)
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace, **overrides) -> "AnalysisSettings":
@@ -174,24 +168,3 @@ class AnalysisSettings:
                 known[new] = values[old]
         known.update({name: values[name] for name in cls.field_names() if name in values})
         return cls(**{**known, **overrides})
-
-    @classmethod
-    def with_overrides(cls, settings: "AnalysisSettings | None", overrides: dict, stacklevel: int = 3
-                       ) -> "AnalysisSettings":
-        """``settings`` (or the defaults) with ``overrides`` applied; old keyword names are accepted with one
-        FutureWarning naming the new ones."""
-        renamed = {old: new for old, new in RENAMED_SETTINGS.items() if old in overrides}
-        if renamed:
-            warnings.warn("analyze(): " + ", ".join(f"{old}= is now {new}=" for old, new in renamed.items())
-                          + "; the old names will be removed in the next release", FutureWarning,
-                          stacklevel=stacklevel)
-            for old, new in renamed.items():
-                if new in overrides:
-                    raise DecompValueError(f"analyze() got both {old}= and its new name {new}=; give only {new}=")
-                overrides[new] = overrides.pop(old)
-        unknown = sorted(set(overrides) - set(cls.field_names()))
-        if unknown:
-            raise TypeError(f"analyze() got unexpected keyword arguments {unknown}; settings are "
-                            f"{', '.join(cls.field_names())}")
-        values = {name: getattr(settings, name) for name in cls.field_names()} if settings is not None else {}
-        return cls(**{**values, **overrides})

@@ -13,6 +13,7 @@ from .common import (
     add_run_arguments,
     add_selection_arguments,
     add_speed_arguments,
+    coverage_fraction,
 )
 
 
@@ -27,9 +28,9 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     add_data_arguments(parser)
     selection = add_selection_arguments(parser, fractions=True, criterion="statistics", bias_correction=True)
-    selection.add_argument("--coverage", type=float, default=None, metavar="PERCENT",
-                           help="instead of --k2: per class, keep the fewest features holding this percent "
-                                "of the histogram mass (e.g. 50)")
+    selection.add_argument("--coverage", type=coverage_fraction, default=None, metavar="FRACTION",
+                           help="instead of --k2: per class, keep the fewest features holding this fraction "
+                                "of the histogram mass (e.g. 0.5), as AnalysisSettings(coverage=0.5)")
     selection.add_argument("--top-images", type=int, default=16, metavar="N",
                            help="keep per feature (and per class) the N most activating statistics images as "
                                 "row ids, for `hf-decomp explore` (0: none)")
@@ -47,18 +48,10 @@ def run(args: argparse.Namespace) -> int:
         from .common import print_layer_list
 
         return print_layer_list(args)
-    coverage = None
-    if args.coverage is not None:
-        if not 0 < args.coverage <= 100:
-            from ..utils.errors import DecompValueError
-
-            raise DecompValueError(f"--coverage {args.coverage} must be a percentage in (0, 100]")
-        coverage = args.coverage / 100.0
     from ..analysis.settings import AnalysisSettings
 
-    # every field from the flag of the same dest; --coverage is a percentage on the command line
-    coverage_settings = {"coverage": coverage} if coverage is None else {"coverage": coverage, "k2": None}
-    result = analyze(settings=AnalysisSettings.from_namespace(args, **coverage_settings))
+    # every field from the flag of the same dest; --coverage replaces the default --k2
+    result = analyze(settings=AnalysisSettings.from_namespace(args, **({} if args.coverage is None else {"k2": None})))
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under accelerate launch / torchrun only one process reports

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["HelpFormatter", "positive_int", "non_negative_int", "int_or_fraction", "int_list", "name_list",
+__all__ = ["HelpFormatter", "positive_int", "non_negative_int", "int_or_fraction", "coverage_fraction", "int_list",
+           "name_list",
            "criterion_choices", "add_deprecated_alias", "refuse_flag", "add_model_arguments", "add_data_arguments",
            "add_selection_arguments", "add_grid_arguments", "add_run_arguments", "add_resume_arguments",
            "add_speed_arguments", "add_layer_arguments", "add_cache_argument", "DEFAULT_MODEL", "CIFAR_RESNETS"]
@@ -72,6 +73,20 @@ def int_or_fraction(text: str) -> int | float:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor a fraction such as 0.1") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text}: a fraction of the layer width must be in (0, 1)")
+    return value
+
+
+def coverage_fraction(text: str) -> float:
+    """``--coverage``: a fraction in (0, 1] of each class's votes, the unit of ``AnalysisSettings.coverage``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction such as 0.5") from None
+    if 1 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is a percentage; coverage is a fraction in (0, 1]: give "
+                                         f"{value / 100:g} for {value:g} %")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be a fraction in (0, 1] (e.g. 0.5)")
     return value
 
 

@@ -4,6 +4,9 @@
 re-fit the kept weights on cached training features; backbone untouched, seconds on CPU.
 ``finetune``: the same, then train the whole decomposed network for a few epochs with accelerate.
 The work is :func:`hf_decomp.recovery.heads.build_recovered_head`; these commands parse, call and print.
+Every flag's dest is a field of :class:`~hf_decomp.recovery.settings.RefitSettings` /
+:class:`~hf_decomp.recovery.settings.FinetuneSettings` (a test checks it); the settings are built from
+the parsed flags in one call.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from .common import (
     add_run_arguments,
     add_selection_arguments,
     positive_int,
+    refuse_flag,
 )
 
 DEFAULT_VAL_SIZE = "5000"  # = hf_decomp.data.holdout.DEFAULT_VAL_SIZE (that module imports torch; a test ties them)
+RECOVERY_DATA = ("dataset", "stats_split", "eval_split", "image_column", "label_column", "label_map", "streaming",
+                 "limit", "eval_limit", "batch_size", "num_workers")  # no --decode: features come from the cache
 
 
 def _add_recovery_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +43,11 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser) -> None:
     add_cache_argument(group)
 
 
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser, only=RECOVERY_DATA)
+    refuse_flag(parser, "--decode", "refit and finetune read images through the feature cache's CPU loader")
+
+
 def register(subparsers) -> None:
     refit = subparsers.add_parser(
         "refit", help="select features, correct biases and refit the decomposed head on cached features",
@@ -45,7 +56,7 @@ def register(subparsers) -> None:
                     "frozen).",
         formatter_class=HelpFormatter)
     add_model_arguments(refit)
-    add_data_arguments(refit)
+    _add_data_arguments(refit)
     _add_recovery_arguments(refit)
     add_run_arguments(refit, "runs/refit")
     refit.set_defaults(func=run_refit)
@@ -56,7 +67,7 @@ def register(subparsers) -> None:
                     "(SGD, warm-up + cosine, augmentation) and save a DecomposedForImageClassification.",
         formatter_class=HelpFormatter)
     add_model_arguments(finetune)
-    add_data_arguments(finetune)
+    _add_data_arguments(finetune)
     _add_recovery_arguments(finetune)
     group = finetune.add_argument_group("fine-tuning")
     group.add_argument("--epochs", type=float, default=1.0, help="epochs (fractions allowed)")
@@ -83,15 +94,12 @@ def register(subparsers) -> None:
 
 
 def _recovered_head(args: argparse.Namespace):
+    """Settings from the parsed flags (validated before anything is loaded), then the recovered head."""
     from ..recovery.heads import build_recovered_head
+    from ..recovery.settings import FinetuneSettings, RefitSettings
 
-    return build_recovered_head(
-        args.model, args.dataset, weights=args.weights, criterion=args.criterion, k2=args.k2, k1=args.k1,
-        bias_correction=args.bias_correction, max_iter=args.max_iter, keep=args.keep, val_split=args.val_split,
-        val_seed=args.val_seed, stats_split=args.stats_split, eval_split=args.eval_split, limit=args.limit,
-        eval_limit=args.eval_limit, streaming=args.streaming, image_column=args.image_column,
-        label_column=args.label_column, label_map=args.label_map, seed=args.seed, cache_dir=args.cache_dir,
-        batch_size=args.batch_size, num_workers=args.num_workers, purpose=args.command)
+    settings = (FinetuneSettings if args.command == "finetune" else RefitSettings).from_namespace(args)
+    return settings, build_recovered_head(settings=settings)
 
 
 def run_refit(args: argparse.Namespace) -> int:
@@ -99,7 +107,7 @@ def run_refit(args: argparse.Namespace) -> int:
     from ..utils.files import check_output_dir, staged_output_dir
 
     check_output_dir(args.out, args.overwrite)
-    adapter, _, _, _, head, metrics = _recovered_head(args)
+    _, (adapter, _, _, _, head, metrics) = _recovered_head(args)
     with staged_output_dir(args.out, args.overwrite) as staging:
         save_recovered_head(head, adapter, metrics, staging)
     _print_accuracies(metrics, "refit")
@@ -113,31 +121,25 @@ def _print_accuracies(metrics: dict, label: str, validation: float | None = None
     val, full = metrics["validation"], metrics["full_accuracy"]
     validation = val["decomposed_accuracy"] if validation is None else validation
     test = metrics["decomposed_accuracy"] if test is None else test
-    print(f"validation ({val['samples']} images)   full {val['full_accuracy']:.2f} %   {label} {validation:.2f} %")
+    memorised = " memorised" if val.get("memorised") else ""
+    print(f"validation ({val['samples']} images{memorised})   full {val['full_accuracy']:.2f} %   {label} "
+          f"{validation:.2f} %")
     print(f"test       ({metrics['eval_samples']} images)   full {full:.2f} %   {label} {test:.2f} %   "
           f"rho = {test / full if full else float('nan'):.4f}")
+    if val.get("memorised"):
+        print(f"note: validation is {metrics['val_split']['note']}")
 
 
 def run_finetune(args: argparse.Namespace) -> int:
     from ..recovery.heads import finetune_recovered_head
-    from ..utils.errors import DecompValueError
     from ..utils.files import atomic_write_json, check_output_dir, staged_output_dir
 
     check_output_dir(args.out, args.overwrite)
-    if args.streaming:
-        raise DecompValueError("finetune needs a sized, shuffleable training split; drop --streaming.")
-    if args.eval_every < 0:
-        raise DecompValueError(f"--eval-every {args.eval_every} must be >= 0 epochs")
-    adapter, fit, validation, test, head, metrics = _recovered_head(args)
+    settings, (adapter, fit, validation, test, head, metrics) = _recovered_head(args)
     print(f"refit: validation {metrics['validation']['decomposed_accuracy']:.2f} % "
           f"(full {metrics['validation']['full_accuracy']:.2f} %); fine-tuning {args.epochs} epoch(s) on "
           f"{fit.num_rows} images")
-    model, result, metrics = finetune_recovered_head(
-        adapter, fit, validation, test, head, metrics, criterion=args.criterion, k2=args.k2, epochs=args.epochs,
-        lr=args.lr, weight_decay=args.weight_decay, train_batch_size=args.train_batch_size, augment=args.augment,
-        distill=args.distill, temperature=args.temperature, freeze_bn=args.freeze_bn, clip_grad=args.clip_grad,
-        backbone_lr_scale=args.backbone_lr_scale, head_warmup=args.head_warmup, eval_every=args.eval_every,
-        num_workers=args.num_workers, seed=args.seed, dataset=args.dataset, stats_split=args.stats_split)
+    model, result, metrics = finetune_recovered_head(adapter, fit, validation, test, head, metrics, settings=settings)
     with staged_output_dir(args.out, args.overwrite) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         atomic_write_json(staging / "metrics.json", metrics)

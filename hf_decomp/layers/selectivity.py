@@ -8,10 +8,19 @@
 - mu, the class selectivity index (Morcos et al. 2018; Leavitt & Morcos 2020): per channel
   (mu_max - mu_-max) / (mu_max + mu_-max) over the class-conditional mean activations, mu_-max being the
   mean over the other classes; 0 = equally active for all classes, 1 = active for one class only.
-- pairwise MI between classes' top-k1 histograms (the authors' ``indices_experiment``): each class's
-  histogram becomes an indicator of the channels voted more often than its mean; for each ordered pair
-  of classes MI = H(a) + H(b) - H(a | b), entropies of the indicators read as distributions. Lower MI
-  means the classes' frequent channels overlap less.
+- pairwise MI between classes' top-k1 vote histograms, three measures of the authors' code, each under
+  its own name (entropies in nats of vectors read as distributions, the authors' ``info.p_entropy``:
+  eps = 1e-6 added to every entry of a vector that has a zero). Lower MI means the classes' votes
+  overlap less.
+
+  * :func:`above_mean_vote_mi` (the MI of their ``indices_experiment.py``, applied here to the sample votes;
+    that script counts votes over the rows of each class's Gram matrix X_c^T X_c instead): each histogram
+    becomes the indicator of the channels voted more often than its own mean; MI = H(a) + H(b) - H(a | b).
+  * :func:`authors_pairwise_mi` ``variant="prob"`` (``calc_pairwise_mi`` in their ``main.py``, printed by
+    ``main.py calc_mi``): over the vote distributions p_i = hist_i / sum(hist_i),
+    MI = H(p_i) + H(p_j) - H(p_i + p_j).
+  * :func:`authors_pairwise_mi` ``variant="select"`` (same function): over the indicators of the channels
+    with any vote, MI = H(s_i) + H(s_j) - H(s_i | s_j).
 - fractional k: a per-class k1 from the activation mass (the mean count of channels below the
   fraction), whose top-k1 histogram is then cut by coverage as today.
 """
@@ -22,8 +31,10 @@ import math
 
 import torch
 
-__all__ = ["mass_counts", "psi_per_class", "class_selectivity_index", "histogram_mutual_information",
-           "mass_k1_per_class", "per_class_k1_histogram"]
+__all__ = ["mass_counts", "psi_per_class", "class_selectivity_index", "above_mean_vote_mi", "authors_pairwise_mi",
+           "histogram_mutual_information", "AUTHORS_MI_VARIANTS", "mass_k1_per_class", "per_class_k1_histogram"]
+
+AUTHORS_MI_VARIANTS = ("prob", "select")
 
 
 def mass_counts(features: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -94,23 +105,72 @@ def _entropy(weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return -((weights / totals) * (weights.log() - totals.log())).sum(dim=-1)
 
 
-def histogram_mutual_information(histogram: torch.Tensor, sample_counts: torch.Tensor | None = None) -> dict:
-    """Pairwise MI between classes' top-k1 histograms (C, d); returns the (C, C) matrix and its mean.
-
-    Each histogram becomes the indicator of channels voted more often than its own mean; for classes
-    a != b, MI = H(a) + H(b) - H(a | b) (``|`` the union of the indicators). The diagonal is NaN and
-    classes without samples are left out of the mean.
-    """
-    indicators = (histogram.double() > histogram.double().mean(dim=1, keepdim=True)).long()
-    num_classes = indicators.shape[0]
-    single = _entropy(indicators)
-    union = _entropy(indicators[:, None, :] | indicators[None, :, :])
-    matrix = single[:, None] + single[None, :] - union
+def _pairwise_mean(matrix: torch.Tensor, sample_counts: torch.Tensor | None) -> dict:
+    """The (C, C) matrix with a NaN diagonal and its mean over ordered pairs of classes with samples."""
+    num_classes = matrix.shape[0]
     matrix.fill_diagonal_(float("nan"))
     keep = torch.ones(num_classes, dtype=torch.bool) if sample_counts is None else sample_counts.cpu() > 0
     pairs = keep[:, None] & keep[None, :] & ~torch.eye(num_classes, dtype=torch.bool)
     mean = float(matrix[pairs].mean()) if bool(pairs.any()) else math.nan
     return {"matrix": matrix, "mean": mean}
+
+
+def _indicator_mi(indicators: torch.Tensor, sample_counts: torch.Tensor | None) -> dict:
+    """MI = H(a) + H(b) - H(a | b) between every two rows of a (C, d) 0/1 matrix."""
+    indicators = indicators.long()
+    single = _entropy(indicators)
+    union = _entropy(indicators[:, None, :] | indicators[None, :, :])
+    return _pairwise_mean(single[:, None] + single[None, :] - union, sample_counts)
+
+
+def above_mean_vote_mi(histogram: torch.Tensor, sample_counts: torch.Tensor | None = None) -> dict:
+    """Pairwise MI (nats) between the indicators of the channels each class votes for more often than its mean.
+
+    The MI of the authors' ``indices_experiment.py`` (which counts its votes over the rows of each class's
+    Gram matrix; here the votes are the samples' top-k1): row c of the (C, d) top-k1 histogram becomes
+    ``1[hist_c > mean(hist_c)]``; for classes a != b, MI = H(a) + H(b) - H(a | b) (``|`` the union).
+    Returns the (C, C) matrix (NaN diagonal) and its mean; classes without samples are left out of the mean.
+    """
+    return _indicator_mi(histogram.double() > histogram.double().mean(dim=1, keepdim=True), sample_counts)
+
+
+def authors_pairwise_mi(histogram: torch.Tensor, variant: str = "prob",
+                        sample_counts: torch.Tensor | None = None) -> dict:
+    """Pairwise MI (nats) between classes' top-k1 vote histograms, as the authors' ``calc_pairwise_mi``.
+
+    Args:
+        histogram: (C, d) top-k1 vote counts per class.
+        variant: ``"prob"``: over the vote distributions p_i = hist_i / sum(hist_i),
+            MI_ij = H(p_i) + H(p_j) - H(p_i + p_j); ``"select"``: over the indicators s_i of the channels
+            with any vote, MI_ij = H(s_i) + H(s_j) - H(s_i | s_j). Entropies as their ``info.p_entropy``.
+        sample_counts: (C,) classes with 0 samples are left out of the mean.
+
+    Returns:
+        ``{"matrix": (C, C) float64 with a NaN diagonal, "mean": mean over ordered pairs i != j}``.
+
+    Example:
+        >>> round(authors_pairwise_mi(torch.tensor([[2, 2, 0], [0, 2, 2]]), "select")["mean"], 4)
+        0.2877
+    """
+    if variant not in AUTHORS_MI_VARIANTS:
+        raise ValueError(f"variant={variant!r} is not one of {', '.join(AUTHORS_MI_VARIANTS)}")
+    counts = histogram.double()
+    if variant == "select":
+        return _indicator_mi(counts != 0, sample_counts)
+    probs = counts / counts.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    single = _entropy(probs)
+    joint = _entropy(probs[:, None, :] + probs[None, :, :])
+    return _pairwise_mean(single[:, None] + single[None, :] - joint, sample_counts)
+
+
+def histogram_mutual_information(histogram: torch.Tensor, sample_counts: torch.Tensor | None = None) -> dict:
+    """Deprecated name of :func:`above_mean_vote_mi` (it is not the authors' ``calc_pairwise_mi``)."""
+    import warnings
+
+    warnings.warn("histogram_mutual_information() is now above_mean_vote_mi(); the authors' calc_pairwise_mi is "
+                  "authors_pairwise_mi(); the old name will be removed in the next release", FutureWarning,
+                  stacklevel=2)
+    return above_mean_vote_mi(histogram, sample_counts)
 
 
 def mass_k1_per_class(count_histogram: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ A new criterion is one decorated function (and its test)::
     def weight_magnitude(inputs: CriterionInputs):
         return inputs.weight.double().abs()
 
-after which ``analyze(..., method="weight-magnitude")``, ``decompose_head`` and the CLI's ``choices``
+after which ``analyze(..., criterion="weight-magnitude")``, ``decompose_head`` and the CLI's ``choices``
 know it. This module imports no torch at module level (``hf-decomp analyze --help`` lists the names
 without loading it): the functions use tensor methods, and import torch inside where they must.
 """
@@ -109,7 +109,7 @@ class Criterion:
     """A registered criterion: its scoring function and what callers must know about it.
 
     Attributes:
-        name: the registry name (``--method`` / ``--criterion`` value).
+        name: the registry name (the ``--criterion`` value).
         function: ``function(inputs: CriterionInputs) -> (C, d) scores``.
         needs: the :class:`CriterionInputs` fields the function reads.
         set_sizes: how sets may be sized from its scores: ``"k"`` (top k per class) and/or

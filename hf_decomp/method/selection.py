@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..utils.checks import check_k
 from ..utils.errors import DecompValueError
+from ..utils.settings import resolve_renamed
 from .criteria import Criterion, CriterionInputs, get_criterion, label_free_scores, list_criteria
 
 if TYPE_CHECKING:
@@ -52,16 +53,16 @@ def coverage_per_class(histogram: torch.Tensor, coverage: float) -> list[list[in
     return [order[c, : int(n)].tolist() for c, n in enumerate(sizes)]
 
 
-def check_selection(method: str, *, k2: int | float | None = None, coverage: float | None = None) -> Criterion:
-    """The criterion ``method`` if ``analyze`` can use it with this set size; checked before any pass over data.
+def check_selection(name: str, *, k2: int | float | None = None, coverage: float | None = None) -> Criterion:
+    """The criterion ``name`` if ``analyze`` can use it with this set size; checked before any pass over data.
 
     Exactly one of ``k2`` (set size) and ``coverage`` (fraction of the vote histogram) must be given,
     and the criterion must be computable from streamed statistics and accept that kind of size.
     """
-    criterion = get_criterion(method)
+    criterion = get_criterion(name)
     if not criterion.streamable:
         raise DecompValueError(
-            f"criterion {method!r} needs the training features themselves, not only streamed statistics: use it "
+            f"criterion {name!r} needs the training features themselves, not only streamed statistics: use it "
             f"with `hf-decomp refit` (decompose_head). From statistics: {', '.join(list_criteria(streamable=True))}.")
     if coverage is not None and k2 is not None:
         raise DecompValueError("give either k2 or coverage, not both")
@@ -69,11 +70,11 @@ def check_selection(method: str, *, k2: int | float | None = None, coverage: flo
         raise DecompValueError("give k2 (set size) or coverage (fraction of histogram mass)")
     if coverage is not None and "coverage" not in criterion.set_sizes:
         raise DecompValueError(
-            f"criterion {method!r} keeps k2 features per class; coverage (a fraction of the vote histogram) works "
+            f"criterion {name!r} keeps k2 features per class; coverage (a fraction of the vote histogram) works "
             f"with {', '.join(list_criteria(set_size='coverage'))}. Give k2 (--k2) instead.")
     if k2 is not None and "k" not in criterion.set_sizes:
-        raise DecompValueError(f"criterion {method!r} sizes its sets by coverage; give coverage (--coverage P) "
-                               f"instead of k2")
+        raise DecompValueError(f"criterion {name!r} sizes its sets by coverage; give coverage (a fraction, "
+                               f"--coverage 0.5) instead of k2")
     return criterion
 
 
@@ -83,8 +84,9 @@ def select_from_statistics(
     k1: int,
     k2: int | None = None,
     coverage: float | None = None,
-    method: str = "histogram",
+    criterion: str | None = None,
     weight: torch.Tensor | None = None,
+    **renamed,
 ) -> tuple[list[list[int]], list[int]]:
     """Index sets from one pass of :class:`~hf_decomp.method.statistics.ClassStatistics`.
 
@@ -93,14 +95,18 @@ def select_from_statistics(
         k1: which top-k1 histogram to use.
         k2: size of every set.
         coverage: instead of k2, per class the smallest set covering this fraction of the histogram.
-        method: a criterion computable from statistics (``list_criteria(streamable=True)``: ``histogram``
-            (Algorithm 1), ``contribution``, ``label-free``, ``coverage``; see :mod:`hf_decomp.method.criteria`).
+        criterion: a criterion computable from statistics (``list_criteria(streamable=True)``: ``histogram``
+            (Algorithm 1, the default), ``contribution``, ``label-free``, ``coverage``; see
+            :mod:`hf_decomp.method.criteria`).
         weight: (C, d) classifier weight; needed by criteria that read it and for classes without samples.
+        renamed: the old name ``method=`` (now ``criterion=``), with one FutureWarning.
 
     Returns:
         (index sets, classes that had no samples and fell back to the label-free ranking).
     """
-    criterion = check_selection(method, k2=k2, coverage=coverage)
+    name = resolve_renamed("select_from_statistics", renamed, {"method": "criterion"},
+                           {"criterion": criterion})["criterion"]
+    criterion = check_selection(name if name is not None else "histogram", k2=k2, coverage=coverage)
     inputs = CriterionInputs.from_statistics(statistics, weight=weight, k1=k1, k=k2)
     scores = criterion.scores(inputs)
     sets = coverage_per_class(scores, coverage) if coverage is not None else top_k_per_class(scores, k2)

@@ -41,12 +41,15 @@ from ..passes.evaluation import correct_predictions, count_correct
 from ..passes.features import make_accelerator
 from ..utils.errors import DecompValueError
 from ..utils.files import atomic_write_json, normalize_permissions
+from ..utils.settings import resolve_renamed
 from .refit import check_labelled
 
 __all__ = ["FinetuneResult", "finetune", "training_transform", "evaluate_model",
            "cosine_schedule"]
 
 logger = logging.getLogger(__name__)
+
+FINETUNE_RENAMED = {"out_dir": "out", "checkpoint_every": "save_every", "batch_size": "train_batch_size"}
 
 
 @dataclass
@@ -154,10 +157,10 @@ def finetune(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     warmup_fraction: float = 0.05,
-    batch_size: int = 128,
+    train_batch_size: int | None = None,
     num_workers: int | None = None,
-    out_dir: str | Path | None = None,
-    checkpoint_every: int | None = None,
+    out: str | Path | None = None,
+    save_every: int | None = None,
     log_every: int = 20,
     seed: int = 0,
     teacher=None,
@@ -168,6 +171,7 @@ def finetune(
     backbone_lr_scale: float = 1.0,
     head_warmup: float = 0.0,
     accelerator=None,
+    **renamed,
 ) -> FinetuneResult:
     """Train the whole decomposed model (backbone and head) with cross-entropy for ``epochs`` epochs.
 
@@ -183,7 +187,8 @@ def finetune(
             refit head's, measured on cached features): saves one pass over ``val_split``.
         epochs: may be fractional (0.5 = half an epoch).
         lr, momentum, weight_decay, warmup_fraction: SGD (Nesterov) with warm-up then cosine decay.
-        out_dir: where ``checkpoint-<step>/`` (every ``checkpoint_every`` steps), the final model
+        train_batch_size: images per training step (default 128).
+        out: where ``checkpoint-<step>/`` (every ``save_every`` steps), the final model
             (``save_pretrained``: config.json + model.safetensors) and ``finetune.json`` go.
         seed: data order, augmentation and any random initialisation; the same seed gives the same
             model on the same hardware (torch's deterministic algorithms are switched on meanwhile).
@@ -195,6 +200,8 @@ def finetune(
         clip_grad: clip the total gradient norm to this value.
         backbone_lr_scale: the backbone's learning rate is ``lr`` times this (the head's is ``lr``).
         head_warmup: fraction of the steps during which only the head trains.
+        renamed: the old names ``out_dir=`` (now ``out=``), ``checkpoint_every=`` (now ``save_every=``) and
+            ``batch_size=`` (now ``train_batch_size=``), with one FutureWarning.
 
     Returns:
         :class:`FinetuneResult` with the trained model (on CPU, eval mode).
@@ -212,10 +219,20 @@ def finetune(
     if not 0.0 <= head_warmup < 1.0 or backbone_lr_scale < 0 or (clip_grad is not None and not clip_grad > 0):
         raise DecompValueError(f"head_warmup={head_warmup} must be in [0, 1), backbone_lr_scale="
                                f"{backbone_lr_scale} >= 0 and clip_grad={clip_grad} > 0")
+    names = resolve_renamed("finetune", renamed, FINETUNE_RENAMED,
+                            {"out": out, "save_every": save_every, "train_batch_size": train_batch_size})
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _finetune(**{k: v for k, v in locals().items() if k != "deterministic"})
+        return _finetune(model, train_split, transform=transform, eval_split=eval_split, eval_transform=eval_transform,
+                         val_split=val_split, eval_every=eval_every, val_start_accuracy=val_start_accuracy,
+                         epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         warmup_fraction=warmup_fraction,
+                         batch_size=128 if names["train_batch_size"] is None else names["train_batch_size"],
+                         num_workers=num_workers, out_dir=names["out"], checkpoint_every=names["save_every"],
+                         log_every=log_every, seed=seed, teacher=teacher, distill=distill, temperature=temperature,
+                         freeze_bn=freeze_bn, clip_grad=clip_grad, backbone_lr_scale=backbone_lr_scale,
+                         head_warmup=head_warmup, accelerator=accelerator)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 

@@ -6,13 +6,12 @@ What ``hf-decomp refit`` and ``hf-decomp finetune`` run before they print.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from ..data import default_eval_split, load_image_split
-from ..data.holdout import DEFAULT_VAL_SIZE, hold_out
+from ..data.holdout import hold_out
 from ..data.labels import align_labels, to_model_labels
 from ..models import load_classifier
 from ..passes import feature_cache
@@ -20,6 +19,7 @@ from ..passes.evaluation import accuracy_percent
 from ..utils.checks import check_k
 from ..utils.errors import DecompValueError
 from .refit import check_labelled, check_refit_criterion, decompose_head
+from .settings import FinetuneSettings, RefitSettings
 
 __all__ = ["build_recovered_head", "save_recovered_head", "card_metrics", "finetune_recovered_head"]
 
@@ -39,35 +39,45 @@ def _check_rows_align(split, labels, features_labels) -> None:
             f"rows cannot be held out by index; name a validation split with --val-split NAME.")
 
 
-def build_recovered_head(model: str = "cifar10_resnet20", dataset: str | None = None, *, weights: str | None = None,
-                         criterion: str = "pruning", k2: int = 5, k1: int = 5, bias_correction: bool = False,
-                         max_iter: int = 100, keep: Sequence[float] = (0.5, 0.75),
-                         val_split: str | int = DEFAULT_VAL_SIZE, val_seed: int = 0, stats_split: str = "train",
-                         eval_split: str | None = None, limit: int | None = None, eval_limit: int | None = None,
-                         streaming: bool = False, image_column: str | None = None, label_column: str | None = None,
-                         label_map=None, seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 256,
-                         num_workers: int | None = None, purpose: str = "refit"):
+def build_recovered_head(model: str | None = None, dataset: str | None = None, *,
+                         settings: RefitSettings | None = None, purpose: str | None = None, **overrides):
     """Load model and data, hold out validation, select + correct + refit (choices on validation).
+
+    Args:
+        model / dataset: shortcuts for ``settings.model`` / ``settings.dataset`` (they win when given).
+        settings: a :class:`~hf_decomp.recovery.settings.RefitSettings` (or ``FinetuneSettings``); every
+            keyword argument of the same name overrides it (old names such as ``method=`` warn once).
+        purpose: the command named in errors (default: the settings' command).
 
     Returns (adapter, fit split, validation split, test split, head, metrics). ``metrics``'
     ``full_accuracy`` / ``decomposed_accuracy`` / ``rho`` are on the test split; ``validation`` holds
-    the same on the validation split and every candidate tried (one per ``keep`` for ``pruning``).
+    the same on the validation split and every candidate tried (one per ``keep`` for ``pruning``);
+    ``settings`` the settings used.
     """
+    overrides.update({name: value for name, value in (("model", model), ("dataset", dataset)) if value is not None})
+    s = type(settings or RefitSettings()).with_overrides(settings, overrides, function="build_recovered_head")
+    purpose = purpose or s.COMMAND
+    (model, dataset, weights, criterion, k1, k2, stats_split, eval_split, limit, eval_limit, label_map, seed,
+     cache_dir, batch_size, num_workers) = (s.model, s.dataset, s.weights, s.criterion, s.k1, s.k2, s.stats_split,
+                                             s.eval_split, s.limit, s.eval_limit, s.label_map, s.seed, s.cache_dir,
+                                             s.batch_size, s.num_workers)
     refits = check_refit_criterion(criterion).refits  # an unknown name is refused naming the known ones
     adapter = load_classifier(model or "cifar10_resnet20", checkpoint=weights)
     check_k("k2", k2, adapter.num_features)  # before the features are computed
     check_k("k1", k1, adapter.num_features)
-    split_kwargs = dict(streaming=streaming, image_column=image_column, label_column=label_column, seed=seed)
+    eval_split = eval_split or default_eval_split(dataset)
+    s.check_val_split_is_not(eval_split)  # before any image is read
+    split_kwargs = dict(streaming=s.streaming, image_column=s.image_column, label_column=s.label_column, seed=seed)
     train = load_image_split(dataset, stats_split, limit=limit, **split_kwargs)
     if train.label_column is None:
         check_labelled(None, adapter.num_classes, purpose)
-    test = load_image_split(dataset, eval_split or default_eval_split(dataset), limit=eval_limit, **split_kwargs)
+    test = load_image_split(dataset, eval_split, limit=eval_limit, **split_kwargs)
 
     def aligned(split):  # labels read in the model's class order from here on
         return align_labels(split, adapter.label_names, label_map, model=f"model {adapter.name!r}")
 
     (train, train_labels), (test, test_labels) = aligned(train), aligned(test)
-    held = hold_out(train, str(val_split), dataset=dataset, **{**split_kwargs, "seed": val_seed})
+    held = hold_out(train, str(s.val_split), dataset=dataset, **{**split_kwargs, "seed": s.val_seed})
     if held.fit_rows is None:  # a named validation split, loaded by hold_out
         held.validation = aligned(held.validation)[0]
     train_x, train_y = _cached(adapter, train, cache_dir, batch_size, num_workers)
@@ -81,9 +91,9 @@ def build_recovered_head(model: str = "cifar10_resnet20", dataset: str | None = 
         val_x, val_y = _cached(adapter, held.validation, cache_dir, batch_size, num_workers)
     weight, bias = adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu()
     candidates, head, best = [], None, -1.0
-    for fraction in (keep if refits else [None]):
-        candidate = decompose_head(weight, bias, fit_x, fit_y, method=criterion, k=k2, k1=k1,
-                                   bias_correction=bias_correction, refit=True, max_iter=max_iter,
+    for fraction in (s.keep if refits else [None]):
+        candidate = decompose_head(weight, bias, fit_x, fit_y, criterion=criterion, k2=k2, k1=k1,
+                                   bias_correction=s.bias_correction, refit=True, max_iter=s.max_iter,
                                    **({} if fraction is None else {"keep": fraction}))
         with torch.no_grad():
             val_accuracy = accuracy_percent(candidate(val_x), val_y)
@@ -97,14 +107,17 @@ def build_recovered_head(model: str = "cifar10_resnet20", dataset: str | None = 
     with torch.no_grad():
         full = accuracy_percent(test_x @ weight.T + bias, test_y)
         decomposed = accuracy_percent(head(test_x), test_y)
-    metrics = {"model": adapter.name, "method": criterion, "k": k2, "bias_correction": bias_correction,
-               "keep": chosen["keep"], "val_split": held.description,
+    memorised = s.memorised_validation(train.split) if held.fit_rows is not None else None
+    metrics = {"model": adapter.name, "method": criterion, "k": k2, "bias_correction": s.bias_correction,
+               "keep": chosen["keep"], "val_split": {**held.description, "memorised": memorised is not None,
+                                                     **({"note": memorised} if memorised else {})},
                "train_samples": int(fit_y.numel()), "eval_split": test.split, "eval_samples": int(test_y.numel()),
                "validation": {"samples": int(val_y.numel()), "full_accuracy": val_full, "decomposed_accuracy": best,
-                              "rho": best / val_full if val_full else None, "candidates": candidates},
+                              "rho": best / val_full if val_full else None, "candidates": candidates,
+                              "memorised": memorised is not None},
                "full_accuracy": full, "decomposed_accuracy": decomposed, "rho": decomposed / full if full else None,
                "multiply_adds": {"full": weight.numel(), "decomposed": head.multiply_adds},
-               "labels": {train.split: train_labels, test.split: test_labels}}
+               "labels": {train.split: train_labels, test.split: test_labels}, "settings": s.to_dict()}
     return adapter, held.fit, held.validation, test, head, metrics
 
 
@@ -135,46 +148,45 @@ def card_metrics(metrics: dict, dataset: str | None, stats_split: str) -> dict:
             "statistics_split": stats_split, "statistics_samples": metrics["train_samples"],
             "validation": {"split": metrics["val_split"], "samples": val["samples"],
                            "full_accuracy": val["full_accuracy"], "decomposed_accuracy": val["finetuned_accuracy"],
-                           "rho": val["finetuned_accuracy"] / val["full_accuracy"] if val["full_accuracy"] else None}}
+                           "rho": val["finetuned_accuracy"] / val["full_accuracy"] if val["full_accuracy"] else None,
+                           "memorised": bool(val.get("memorised")),
+                           **({"note": metrics["val_split"]["note"]} if val.get("memorised") else {})}}
 
 
-def finetune_recovered_head(adapter, fit, validation, test, head, metrics: dict, *, criterion: str, k2: int,
-                            epochs: float = 1.0, lr: float = 0.01, weight_decay: float = 1e-4,
-                            train_batch_size: int = 128, augment: bool = True, distill: float = 0.0,
-                            temperature: float = 4.0, freeze_bn: bool = False, clip_grad: float | None = None,
-                            backbone_lr_scale: float = 1.0, head_warmup: float = 0.0, eval_every: float = 0.25,
-                            num_workers: int | None = None, seed: int = 0, dataset: str | None = None,
-                            stats_split: str = "train"):
+def finetune_recovered_head(adapter, fit, validation, test, head, metrics: dict, *,
+                            settings: FinetuneSettings | None = None, **overrides):
     """Fine-tune the whole decomposed network built from a :func:`build_recovered_head` head.
 
-    ``eval_every`` (epochs) evaluates on ``validation`` and keeps the best model (0: keep the last);
-    the test split is read once, at the end, for the chosen model. Returns (model, FinetuneResult,
-    metrics) with ``metrics`` extended by the refit and fine-tuned accuracies (test and validation).
+    ``settings`` (a :class:`~hf_decomp.recovery.settings.FinetuneSettings`; keyword arguments of the same
+    names override it): ``eval_every`` (epochs) evaluates on ``validation`` and keeps the best model (0:
+    keep the last); the test split is read once, at the end, for the chosen model. Returns (model,
+    FinetuneResult, metrics) with ``metrics`` extended by the refit and fine-tuned accuracies (test and
+    validation) and ``settings``.
     """
     from ..portable.modeling_decomp import DecomposedForImageClassification
     from .finetune import evaluate_model, finetune, training_transform
 
-    if eval_every < 0:
-        raise DecompValueError(f"--eval-every {eval_every} must be >= 0 epochs")
-    model = DecomposedForImageClassification.from_classifier(adapter, head, selection_method=criterion, k2=k2)
-    steps_per_epoch = max(1, (fit.num_rows or 0) // train_batch_size)
-    every = max(1, round(eval_every * steps_per_epoch)) if eval_every else None
-    result = finetune(model, fit, transform=training_transform(adapter, augment),
+    s = FinetuneSettings.with_overrides(settings, overrides, function="finetune_recovered_head")
+    model = DecomposedForImageClassification.from_classifier(adapter, head, selection_method=s.criterion, k2=s.k2)
+    steps_per_epoch = max(1, (fit.num_rows or 0) // s.train_batch_size)
+    every = max(1, round(s.eval_every * steps_per_epoch)) if s.eval_every else None
+    result = finetune(model, fit, transform=training_transform(adapter, s.augment),
                       val_split=validation, eval_every=every, eval_transform=adapter.transform,
                       val_start_accuracy=metrics["validation"]["decomposed_accuracy"],
-                      epochs=epochs, lr=lr, weight_decay=weight_decay,
-                      batch_size=train_batch_size, num_workers=num_workers, out_dir=None,
-                      seed=seed, teacher=adapter if distill > 0 else None, distill=distill,
-                      temperature=temperature, freeze_bn=freeze_bn, clip_grad=clip_grad,
-                      backbone_lr_scale=backbone_lr_scale, head_warmup=head_warmup)
+                      epochs=s.epochs, lr=s.lr, weight_decay=s.weight_decay,
+                      train_batch_size=s.train_batch_size, num_workers=s.num_workers, out=None,
+                      seed=s.seed, teacher=adapter if s.distill > 0 else None, distill=s.distill,
+                      temperature=s.temperature, freeze_bn=s.freeze_bn, clip_grad=s.clip_grad,
+                      backbone_lr_scale=s.backbone_lr_scale, head_warmup=s.head_warmup)
     model = result.model
     # the test split, read once, for the model chosen on validation
-    final = evaluate_model(model, test, adapter.transform, num_workers=num_workers)["accuracy"]
+    final = evaluate_model(model, test, adapter.transform, num_workers=s.num_workers)["accuracy"]
     metrics["refit_accuracy"] = metrics["decomposed_accuracy"]
     metrics["finetune"] = result.metrics
     metrics["validation"]["refit_accuracy"] = metrics["validation"]["decomposed_accuracy"]
     metrics["validation"]["finetuned_accuracy"] = result.metrics["validation"]["accuracy"]
     metrics["finetuned_accuracy"] = final
     metrics["finetuned_rho"] = final / metrics["full_accuracy"] if metrics["full_accuracy"] else None
-    model.config.metrics = card_metrics(metrics, dataset, stats_split)
+    metrics["settings"] = s.to_dict()
+    model.config.metrics = card_metrics(metrics, s.dataset, s.stats_split)
     return model, result, metrics

@@ -28,12 +28,14 @@ from ..method.statistics import ClassStatistics
 from ..portable.decomposed_head import DecomposedLinear
 from ..utils.checks import check_k
 from ..utils.errors import DecompValueError
+from ..utils.settings import resolve_renamed
 
 __all__ = ["check_labelled", "refit_head", "refit_head_streaming", "prune_and_refit", "pruning_schedule", "decompose_head",
            "check_refit_criterion",
            "REFIT_OPTIMIZERS"]
 
 REFIT_OPTIMIZERS = ("lbfgs", "adam")
+DECOMPOSE_HEAD_RENAMED = {"method": "criterion", "k": "k2"}  # decompose_head's old keyword names
 
 
 def check_labelled(labels: torch.Tensor | None, num_classes: int, what: str = "refit") -> None:
@@ -221,11 +223,11 @@ def prune_and_refit(
     return head
 
 
-def check_refit_criterion(method: str):
-    """The registered criterion ``method`` if :func:`decompose_head` can keep k features per class with it."""
-    criterion = get_criterion(method)
+def check_refit_criterion(name: str):
+    """The registered criterion ``name`` if :func:`decompose_head` can keep k features per class with it."""
+    criterion = get_criterion(name)
     if "k" not in criterion.set_sizes:
-        raise DecompValueError(f"criterion {method!r} sizes its sets by coverage; the refit keeps k per class: "
+        raise DecompValueError(f"criterion {name!r} sizes its sets by coverage; the refit keeps k per class: "
                                f"use one of {', '.join(list_criteria(set_size='k'))}.")
     return criterion
 
@@ -236,13 +238,14 @@ def decompose_head(
     features: torch.Tensor,
     labels: torch.Tensor | None,
     *,
-    method: str = "contribution",
-    k: int = 5,
+    criterion: str | None = None,
+    k2: int | None = None,
     k1: int = 5,
     bias_correction: bool = True,
     refit: bool = True,
     max_iter: int = 100,
     keep: float = 0.5,
+    **renamed,
 ) -> DecomposedLinear:
     """Select k features per class, fold the dropped ones into the bias, refit: the whole recovery on features.
 
@@ -250,16 +253,21 @@ def decompose_head(
         weight: (C, d) dense weight; bias: (C,).
         features: (N, d) training features; labels: (N,) class ids (None only for ``label-free``
             without refit).
-        method: a criterion of ``list_criteria(set_size="k")`` (see :mod:`hf_decomp.method.criteria`); one that
-            ``refits`` (``pruning``) always corrects and refits, through :func:`prune_and_refit`.
-        k: features kept per class. k1: top-k1 of the ``histogram`` method.
+        criterion: a criterion of ``list_criteria(set_size="k")`` (see :mod:`hf_decomp.method.criteria`;
+            default ``contribution``); one that ``refits`` (``pruning``) always corrects and refits, through
+            :func:`prune_and_refit`.
+        k2: features kept per class (default 5). k1: top-k1 of the ``histogram`` criterion.
         bias_correction: b_c += sum_{j not in I_c} W_cj mean(x_j) (see :mod:`hf_decomp.method.bias_correction`).
         refit: refit kept weights and biases with L-BFGS (see :func:`refit_head`).
         keep: fraction kept per step of the ``pruning`` schedule (see :func:`pruning_schedule`).
+        renamed: the old names ``method=`` (now ``criterion=``) and ``k=`` (now ``k2=``), with one FutureWarning.
     """
+    names = resolve_renamed("decompose_head", renamed, DECOMPOSE_HEAD_RENAMED, {"criterion": criterion, "k2": k2})
+    method = names["criterion"] if names["criterion"] is not None else "contribution"
+    k = names["k2"] if names["k2"] is not None else 5
     criterion = check_refit_criterion(method)
     num_classes, num_features = weight.shape
-    check_k("k", k, num_features)
+    check_k("k2", k, num_features)
     if labels is not None or criterion.needs_labels or refit:
         check_labelled(labels, num_classes, f"criterion {method!r}" + (" with refit" if refit else ""))
     features = features.float()

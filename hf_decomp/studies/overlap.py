@@ -7,9 +7,11 @@
   equal-count bins. ``MIS`` is its mean over features of the max over classes (higher = features
   are more class-specific). We also report the mean MI of the (class, feature) pairs a selection
   keeps, which compares selections (Algorithm 1, CSG gates) on the same features.
-- Next to MIS, the authors' measure (their ``indices_experiment``): the mean pairwise MI between the
-  classes' top-k1 histograms (:func:`hf_decomp.layers.selectivity.histogram_mutual_information`;
-  lower = classes vote for more distinct features).
+- Next to MIS, the mean pairwise MI between the classes' top-k1 vote histograms, each measure of the
+  authors' code under its own name (lower = classes vote for more distinct features): their
+  ``calc_pairwise_mi`` ``prob`` and ``select`` (:func:`hf_decomp.layers.selectivity.authors_pairwise_mi`) and
+  the MI of their ``indices_experiment.py`` over above-mean vote indicators
+  (:func:`hf_decomp.layers.selectivity.above_mean_vote_mi`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..layers.selectivity import histogram_mutual_information
+from ..layers.selectivity import above_mean_vote_mi, authors_pairwise_mi
 from ..utils.markdown import markdown_table
 from .common import ModelFeatures, StudyResult
 from .plotting import annotated_heatmap, plt, save_figure
@@ -155,10 +157,16 @@ def overlap_study(mf: ModelFeatures, index_sets, out_dir, *, bins: int = 8, sele
     }
     histogram_mi = ""
     if histogram is not None:
-        pairwise = histogram_mutual_information(histogram.cpu())
-        data["histogram_pairwise_mi_nats"] = pairwise["mean"]
-        histogram_mi = (f" Mean pairwise MI between the classes' top-k1 histograms (the authors' measure; lower = "
-                        f"more distinct votes) = {pairwise['mean']:.4f} nats.")
+        histogram = histogram.cpu()
+        measures = {"authors_pairwise_mi_prob_nats": authors_pairwise_mi(histogram, "prob")["mean"],
+                    "authors_pairwise_mi_select_nats": authors_pairwise_mi(histogram, "select")["mean"],
+                    "above_mean_vote_mi_nats": above_mean_vote_mi(histogram)["mean"]}
+        data.update(measures)
+        histogram_mi = (" Mean pairwise MI between the classes' top-k1 vote histograms (nats; lower = more distinct "
+                        "votes): the authors' calc_pairwise_mi \"prob\" (vote distributions) "
+                        f"{measures['authors_pairwise_mi_prob_nats']:.4f}, \"select\" (channels with any vote) "
+                        f"{measures['authors_pairwise_mi_select_nats']:.4f}; above-mean vote indicators (the MI of the "
+                        f"authors' indices_experiment.py) {measures['above_mean_vote_mi_nats']:.4f}.")
     rows = [[name, f"{v['selected_pairs']:.4f}", f"{v['other_pairs']:.4f}" if v["other_pairs"] is not None else None]
             for name, v in selections.items()]
     markdown = (

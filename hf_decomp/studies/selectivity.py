@@ -14,8 +14,8 @@ import numpy as np
 
 from ..layers import FINAL, gather_layer_statistics, resolve_k
 from ..layers.selectivity import (
+    above_mean_vote_mi,
     class_selectivity_index,
-    histogram_mutual_information,
     mass_k1_per_class,
     per_class_k1_histogram,
     psi_per_class,
@@ -32,7 +32,7 @@ __all__ = ["run_selectivity", "layer_selectivity", "select_by_activation_mass", 
 
 # name, label, True when a higher value means more class-specific
 MEASURES = (("psi", "Psi_k (median count)", True), ("mu", "class selectivity index mu", True),
-            ("mi", "pairwise MI of top-k1 histograms", False))
+            ("mi", "pairwise MI of above-mean top-k1 vote indicators", False))
 _RANK_COUNTS_MAX_WIDTH = 512  # (C, d, d) rank counts for fractional-k sets only up to this width
 
 
@@ -57,7 +57,7 @@ def layer_selectivity(stats, fraction: float, k1) -> dict:
     present = counts > 0
     mu = class_selectivity_index(stats.class_means().cpu(), counts)
     layer_k1 = min(resolve_k("k1", k1, width) if isinstance(k1, float) else int(k1), width)
-    mi = histogram_mutual_information(stats.histogram(layer_k1).cpu(), counts)
+    mi = above_mean_vote_mi(stats.histogram(layer_k1).cpu(), counts)
     row = {"width": width, "samples": stats.num_samples, "k1": layer_k1,
            "psi": float(psi["psi"][present].mean()), "psi_mean": float(psi["psi_mean"][present].mean()),
            "psi_per_class": psi["psi"].tolist(), "median_count_per_class": psi["median_count"].tolist(),
@@ -180,7 +180,8 @@ def selectivity_study(profiles: list[dict], out_dir, *, data: dict | None = None
         f"number of channels holding less than {fraction:.0%} of the pooled activation mass; Psi = (d - median "
         f"count) / d, mean over classes), mu = mean over channels of the class selectivity index "
         f"(mu_max - mu_-max) / (mu_max + mu_-max), and MI = mean pairwise mutual information of the classes' "
-        f"top-k1 histograms (k1 = {k1}, clipped to the layer width; lower = classes use more distinct channels).\n\n"
+        f"above-mean top-k1 vote indicators (the MI of the authors' indices_experiment.py; k1 = {k1}, clipped to "
+        f"the layer width; lower = classes use more distinct channels).\n\n"
         f"![selectivity](selectivity.png)\n\n**The paper's claim (deeper = more class-specific), measured:**\n\n"
         + "\n".join(_verdict(claims)) + "\n\n" + markdown_table(header, rows))
     return StudyResult("selectivity", "Selectivity against depth", markdown,

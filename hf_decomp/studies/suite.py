@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..method.criteria import CriterionInputs, label_free_scores
 from ..method.selection import check_selection, top_k_per_class
-from ..utils.checks import check_k_values
+from ..utils.checks import check_k, check_k_values
 from ..utils.errors import DecompValueError
 from ..utils.files import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
 from ..utils.markdown import markdown_table
@@ -31,7 +31,7 @@ from .overlap import overlap_study
 from .sweep import DEFAULT_GRID, sweep_study
 
 __all__ = ["ReportSettings", "run_report", "write_report", "render_report", "STUDIES", "PAPER_IMAGENET_CLASSES",
-           "imagenet_activation_study", "dataset_activation_study"]
+           "imagenet_activation_study", "dataset_activation_study", "StudySettings", "SINGLE_STUDIES", "run_study"]
 
 STUDIES = ("depth", "noise", "histograms", "sweep", "overlap", "csg", "activation-maps", "imagenet-activation-maps",
            "selectivity")
@@ -75,6 +75,126 @@ class ReportSettings:
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+
+SINGLE_STUDIES = ("sweep", "histograms", "overlap", "csg", "activation-maps")  # one model: `hf-decomp <study>`
+# the k values each single study reads (the others are not checked against the model's width)
+_STUDY_K = {"sweep": ("k1_grid", "k2_grid"), "histograms": ("k1", "k2"), "overlap": ("k1", "k2"),
+            "csg": ("k1", "k2_grid"), "activation-maps": ("k1", "k2")}
+
+
+@dataclass
+class StudySettings:
+    """What one single-model study runs (``hf-decomp sweep|histograms|overlap|csg``); each field is the dest
+    of the subcommand's flag of the same name."""
+
+    study: str
+    model: str = "cifar10_resnet20"
+    dataset: str | None = None
+    stats_split: str = "train"
+    eval_split: str | None = None
+    label_map: str | None = None
+    limit: int | None = None
+    eval_limit: int | None = None
+    batch_size: int = 256
+    num_workers: int | None = None
+    cache_dir: str | None = None
+    seed: int = 0
+    k1: int = 5
+    k2: int = 5
+    k1_grid: Sequence[int] = DEFAULT_GRID
+    k2_grid: Sequence[int] = DEFAULT_GRID
+    classes: Sequence[str] | None = None
+    csg_epochs: int = 5
+    # activation maps
+    criterion: str = "histogram"
+    num_images: int | None = None
+    layer: str | None = None
+    non_influential: str = "top-weight"
+
+    def __post_init__(self):
+        if self.study not in SINGLE_STUDIES:
+            raise DecompValueError(f"unknown study {self.study!r}; single studies are {', '.join(SINGLE_STUDIES)}")
+        if self.num_images is not None and self.classes:
+            raise DecompValueError("give --classes or --num-images, not both")
+
+    @classmethod
+    def from_namespace(cls, args, **overrides) -> "StudySettings":
+        values = vars(args)
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{**{name: values[name] for name in names if name in values}, **overrides})
+
+    def to_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+
+def run_study(settings: StudySettings, out_dir: str | Path, *, overwrite: bool = False,
+              load: Callable[..., ModelFeatures] | None = None) -> StudyResult:
+    """One study of one model into ``out_dir`` (report.md, report.json, figures), written atomically.
+
+    The model is loaded first and every k the study uses is checked against its width before any
+    feature is computed. ``load`` (default :func:`~hf_decomp.studies.common.load_model_features`) turns
+    (adapter, dataset, **data settings) into features; tests pass their own.
+    """
+    from . import common as study_common  # looked up at call time: tests replace the loaders
+    from . import efficientnet_lite0
+
+    s = settings
+    check_output_dir(out_dir, overwrite, inputs={"dataset": s.dataset, "cache_dir": s.cache_dir})
+    adapter = efficientnet_lite0.load_study_model(s.model)
+    for name in _STUDY_K[s.study]:  # fail before computing features
+        value = getattr(s, name)
+        if name.endswith("_grid"):
+            check_k_values(name.replace("_", "-"), value, adapter.num_features)
+        else:
+            check_k(name, value, adapter.num_features)
+    load = load or study_common.load_model_features
+    if s.study == "activation-maps":
+        return _activation_maps(s, adapter, out_dir, overwrite, load)
+    mf = load(adapter, s.dataset, stats_split=s.stats_split, eval_split=s.eval_split, batch_size=s.batch_size,
+              limit=s.limit, eval_limit=s.eval_limit, seed=s.seed, cache_dir=s.cache_dir, num_workers=s.num_workers,
+              label_map=s.label_map)
+    with staged_output_dir(out_dir, overwrite) as staging:
+        if s.study == "sweep":
+            result = sweep_study(mf, staging, k1_values=s.k1_grid, k2_values=s.k2_grid)
+        elif s.study == "histograms":
+            result = histogram_study(mf, staging, k1=s.k1, k2=s.k2, classes=s.classes)
+        elif s.study == "overlap":
+            stats = gather_class_statistics(mf, [s.k1])
+            result = overlap_study(mf, top_k_per_class(stats.histogram(s.k1), s.k2), staging,
+                                   selection=f"Algorithm 1 (k1 = {s.k1}, k2 = {s.k2})", histogram=stats.histogram(s.k1))
+        else:
+            result = csg_study(mf, k_values=s.k2_grid, k1=s.k1, config=CSGConfig(epochs=s.csg_epochs, seed=s.seed))
+        write_report([result], staging, s.to_json(), title=f"hf-decomp {s.study}: {mf.name}")
+    return result
+
+
+def _activation_maps(s: StudySettings, adapter, out_dir, overwrite: bool, load) -> StudyResult:
+    """Table 7 for one model: the layer and the image count are checked before any feature is computed;
+    with a label-free criterion the feature mean comes from the shown images' own split (no labels read)."""
+    from ..data import default_eval_split, load_image_split
+    from ..method.criteria import get_criterion
+    from .activation_maps import feature_maps_function, label_free_features, select_images
+
+    feature_maps_function(adapter, s.layer)  # bad layer / no maps: fail before computing features
+    if s.num_images is not None:
+        images = load_image_split(s.dataset, s.eval_split or default_eval_split(s.dataset), require_labels=False)
+        if images.num_rows is not None and s.num_images > images.num_rows:
+            select_images(images, adapter.label_names, None, s.num_images, s.seed)  # raises, naming the count
+    if get_criterion(s.criterion).needs_labels:
+        mf = load(adapter, s.dataset, stats_split=s.stats_split, eval_split=s.eval_split, batch_size=s.batch_size,
+                  limit=s.limit, eval_limit=s.eval_limit, seed=s.seed, cache_dir=s.cache_dir,
+                  num_workers=s.num_workers, label_map=s.label_map)
+    else:
+        mf = label_free_features(adapter, s.dataset, s.eval_split, limit=s.limit, seed=s.seed,
+                                 batch_size=s.batch_size, num_workers=s.num_workers)
+    with staged_output_dir(out_dir, overwrite) as staging:
+        result = dataset_activation_study(mf, s.dataset, staging, k=s.k2, selection=s.criterion,
+                                          num_images=s.num_images, classes=s.classes, split=s.eval_split,
+                                          layer=s.layer, seed=s.seed, filename="activation_maps.png",
+                                          non_influential=s.non_influential)
+        write_report([result], staging, s.to_json(), title=f"hf-decomp activation maps: {mf.name}")
+    return result
 
 
 def render_report(results: list[StudyResult], settings: dict, title: str = "hf-decomp report",
