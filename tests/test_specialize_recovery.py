@@ -140,13 +140,13 @@ def test_old_names_warn_once_and_map_to_the_new_ones():
     with pytest.warns(FutureWarning, match="--criterion class-aware is now votes-bn"):
         assert SpecializeSettings(classes="cat,dog", macs=0.3, criterion="class-aware").criterion == ["votes-bn"]
     with pytest.warns(FutureWarning, match=r"method= is now criterion=, out_dir= is now out="):
-        settings_ = SpecializeSettings.from_kwargs({"classes": "cat,dog", "macs": 0.3, "method": "magnitude",
-                                                    "out_dir": "x"})
+        settings_ = SpecializeSettings.with_overrides(None, {"classes": "cat,dog", "macs": 0.3, "method": "magnitude",
+                                                              "out_dir": "x"})
     assert settings_.criterion == ["magnitude"] and settings_.out == "x"
     with pytest.raises(DecompValueError, match="--criterion nope: choose from"):
         SpecializeSettings(classes="cat,dog", macs=0.3, criterion=["nope"])
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['epochz'\]"):
-        SpecializeSettings.from_kwargs({"classes": "cat,dog", "macs": 0.3, "epochz": 3})
+        SpecializeSettings.with_overrides(None, {"classes": "cat,dog", "macs": 0.3, "epochz": 3})
 
 
 def test_parser_dests_are_the_settings_fields():

@@ -59,7 +59,7 @@ def specialize(settings: SpecializeSettings | None = None, /, progress: bool = T
     one row per network (the full model restricted to the classes first) and the run's facts.
     """
     if settings is None:
-        settings = SpecializeSettings.from_kwargs(dict(kwargs))
+        settings = SpecializeSettings.with_overrides(None, dict(kwargs))
     elif kwargs:
         raise TypeError(f"specialize() takes settings or keyword arguments, not both (got {sorted(kwargs)})")
     if settings.out is not None:

@@ -6,12 +6,13 @@ checked before any image is read, and recorded in ``specialize.json``.
 
 from __future__ import annotations
 
-import argparse
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..utils.errors import DecompValueError
+from ..utils.settings import CommandSettings
 from .criteria import PRUNING_CRITERIA
 from .distill import DistillRecipe
 from .pruning import check_allocation
@@ -27,7 +28,7 @@ _OLD_CRITERIA = {"class-aware": "votes-bn"}
 
 
 @dataclass
-class SpecializeSettings:
+class SpecializeSettings(CommandSettings):
     """What to specialize and how.
 
     Args:
@@ -66,6 +67,9 @@ class SpecializeSettings:
     out: str | None = None
     overwrite: bool = False
 
+    COMMAND: ClassVar[str] = "specialize"
+    RENAMED: ClassVar[dict[str, str]] = RENAMED_SPECIALIZE_SETTINGS
+
     def __post_init__(self):
         if isinstance(self.out, Path):
             self.out = str(self.out)
@@ -95,32 +99,3 @@ class SpecializeSettings:
 
     def recipe(self) -> DistillRecipe:
         return DistillRecipe(epochs=self.epochs, lr=self.lr, distill=self.distill, temperature=self.temperature)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_namespace(cls, args: argparse.Namespace) -> "SpecializeSettings":
-        values = vars(args)
-        return cls(**{name: values[name] for name in cls.field_names() if name in values})
-
-    @classmethod
-    def from_kwargs(cls, kwargs: dict, stacklevel: int = 3) -> "SpecializeSettings":
-        """Settings from keyword arguments; old names are accepted with one FutureWarning naming the new ones."""
-        renamed = {old: new for old, new in RENAMED_SPECIALIZE_SETTINGS.items() if old in kwargs}
-        if renamed:
-            warnings.warn("specialize(): " + ", ".join(f"{old}= is now {new}=" for old, new in renamed.items())
-                          + "; the old names will be removed in the next release", FutureWarning, stacklevel=stacklevel)
-            for old, new in renamed.items():
-                if new in kwargs:
-                    raise DecompValueError(f"specialize() got both {old}= and its new name {new}=; give only {new}=")
-                kwargs[new] = kwargs.pop(old)
-        unknown = sorted(set(kwargs) - set(cls.field_names()))
-        if unknown:
-            raise TypeError(f"specialize() got unexpected keyword arguments {unknown}; settings are "
-                            f"{', '.join(cls.field_names())}")
-        return cls(**kwargs)
