@@ -222,3 +222,54 @@ def test_a_hub_id_opens_from_the_hub_cache_offline(run_dir, tmp_path):
             open_explored("you/not-there")
     finally:
         shutil.rmtree(repo)
+
+
+# ---- damaged results folders: one line naming the file and the fix ----------------------------------------
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _drop_per_class(path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata()
+    meta = json.loads(metadata["meta"])
+    del meta["per_class"]
+    save_file(load_file(path), path, metadata={**metadata, "meta": json.dumps(meta)})
+
+
+@pytest.mark.parametrize("file, damage, expected", [
+    ("top_images.safetensors", _truncate, "top_images.safetensors is damaged or not written by hf-decomp "
+                                          "(SafetensorError"),
+    ("statistics.safetensors", _truncate, "statistics.safetensors is damaged or not written by hf-decomp "
+                                          "(SafetensorError"),
+    ("top_images.safetensors", _drop_per_class, "top_images.safetensors: its metadata has no per_class"),
+])
+def test_a_damaged_results_file_is_one_line_naming_it_and_the_fix(run_dir, tmp_path, capsys, file, damage, expected):
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    damage(broken / file)
+    assert main(["explore", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "re-run `hf-decomp analyze`" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_results_folder_whose_base_model_is_an_exported_model_says_to_explore_that(run_dir, tmp_path, capsys):
+    import json
+
+    assert main(["export", "--indices", str(run_dir), "--out", str(tmp_path / "model")]) == 0
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    document = json.loads((broken / "indices.json").read_text())
+    document["metadata"]["base_model"] = str(tmp_path / "model")
+    (broken / "indices.json").write_text(json.dumps(document))
+    capsys.readouterr()
+    assert main(["explore", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "indices.json names base_model" in err and "an exported decomposed model" in err
+    assert f"`hf-decomp explore {tmp_path / 'model'}`" in err and len(err.strip().splitlines()) == 1

@@ -51,3 +51,45 @@ def test_space_needs_a_hub_id_and_push_needs_a_space_folder(hub, tmp_path, capsy
 def test_export_without_indices_or_space_says_what_it_needs(argv, capsys):
     assert main(argv) == 2
     assert "export needs --indices RUN_DIR and --out MODEL_DIR" in capsys.readouterr().err
+
+
+def test_space_never_replaces_a_results_folder_even_with_overwrite(tmp_path, capsys):
+    """issue 20: `export --indices R --space R --overwrite` replaced the results folder R with the Space."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("indices.json", "metrics.json", "statistics.safetensors"):
+        (run / name).write_text("{}")
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["export", "--indices", str(run), "--space", str(run), "--repo-id", "a/b", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "--space" in err and "--out" not in err and sorted(p.name for p in run.iterdir()) == before
+    # a results folder given only as --space (no --indices) is refused as well, with --overwrite
+    assert main(["export", "--space", str(run), "--repo-id", "a/b", "--overwrite"]) == 2
+    assert "holds indices.json, metrics.json, statistics.safetensors" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_space_gets_every_check_out_gets_and_names_space(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    # inside an input
+    assert main(["export", "--indices", str(run), "--space", str(run / "space"), "--repo-id", "a/b"]) == 2
+    err = capsys.readouterr().err
+    assert "--space" in err and "lies inside the input --indices" in err and "--out" not in err
+    # holding an input
+    assert main(["export", "--indices", str(run), "--space", str(tmp_path), "--repo-id", "a/b",
+                 "--overwrite"]) == 2
+    assert "contains the input --indices" in capsys.readouterr().err
+    # a folder with files, no --overwrite
+    assert main(["export", "--space", str(run), "--repo-id", "a/b"]) == 2
+    err = capsys.readouterr().err
+    assert "--space" in err and "already holds" in err and "--out" not in err
+    assert (run / "notes.txt").read_text() == "mine"
+    # the current folder
+    monkeypatch.chdir(run)
+    assert main(["export", "--space", ".", "--repo-id", "a/b", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "--space '.' is the current folder" in err and "--out" not in err
+    assert main(["export", "--space", str(tmp_path / "s"), "--out", str(tmp_path / "m"), "--repo-id", "a/b"]) == 2
+    assert "not both" in capsys.readouterr().err

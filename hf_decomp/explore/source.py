@@ -65,6 +65,11 @@ def _figures(folder: Path) -> list[Path]:
 def _from_results(folder: Path, dataset: str | None) -> ExploredModel:
     run = ResultsFolder.load(folder)
     model_name = run.indices.metadata.get("base_model") or run.metrics.model.name
+    if _is_exported(Path(str(model_name)).expanduser()):
+        raise DecompValueError(
+            f"{folder / 'indices.json'} names base_model {model_name!r}, an exported decomposed model (it keeps only "
+            f"W_c[I_c], not the full final layer a results folder is explored with); explore that folder itself "
+            f"(`hf-decomp explore {model_name}`), or set base_model to the model the analysis ran on.")
     adapter = load_classifier(model_name)
     sets = run.indices.sets
     if adapter.num_features != run.indices.num_features or adapter.num_classes != run.indices.num_classes:

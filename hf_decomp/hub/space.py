@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
-from ..utils.errors import DecompValueError
-from ..utils.files import staged_output_dir
+from ..utils.errors import DecompValueError, OutputExistsError, OutputLocationError
+from ..utils.files import check_output_dir, staged_output_dir
 
-__all__ = ["write_space"]
+__all__ = ["write_space", "check_space_dir"]
+
+# What marks a folder a Space must never replace: analyze results (indices.json, metrics.json,
+# statistics) and model folders (config.json, weights).
+_PRECIOUS = ("indices.json", "metrics.json", "statistics.safetensors", "config.json", "model.safetensors")
 
 APP_TEMPLATE = '''"""Hugging Face Space: the hf-decomp explorer of {repo_id} (written by `hf-decomp export --space`)."""
 
@@ -36,12 +41,38 @@ Run it locally with `pip install -r requirements.txt && python app.py`, or with
 """
 
 
-def write_space(out_dir: str | Path, repo_id: str, *, overwrite: bool = False, title: str | None = None) -> Path:
+@contextmanager
+def _named_space():
+    """The output checks of utils.files name ``--out``; here the output is ``--space``."""
+    try:
+        yield
+    except (OutputExistsError, OutputLocationError) as e:
+        message = str(e).replace("an --out", "a --space").replace("--out", "--space")
+        raise type(e)(message) from e
+
+
+def check_space_dir(out_dir: str | Path, overwrite: bool, inputs: dict | None = None) -> Path:
+    """Every check ``--out`` gets (not an input nor inside one, not the current folder, writable, not a
+    non-empty folder unless ``overwrite``), and: never a folder holding results or a model, even with
+    ``overwrite`` (a Space is three small files; replacing an analysis or a model with them loses it)."""
+    folder = Path(out_dir)
+    held = [name for name in _PRECIOUS if (folder / name).exists()] if folder.is_dir() else []
+    if held:
+        raise OutputLocationError(
+            f"--space {str(out_dir)!r} holds {', '.join(held)} (analyze results or a model); a Space folder never "
+            f"replaces them, even with --overwrite. Give a new folder, e.g. --space {folder.name}-space.")
+    with _named_space():
+        return check_output_dir(out_dir, overwrite, inputs)
+
+
+def write_space(out_dir: str | Path, repo_id: str, *, overwrite: bool = False, title: str | None = None,
+                inputs: dict | None = None) -> Path:
     """Write ``app.py``, ``requirements.txt`` and a README with Space metadata into ``out_dir`` (atomically).
 
     Args:
         repo_id: the Hub id of the exported decomposed model the Space shows (``user/name``).
         title: the Space's title (default: derived from ``repo_id``).
+        inputs: flag -> path of the command's inputs, which the Space folder must not be, hold or lie in.
     """
     import gradio
 
@@ -55,7 +86,8 @@ def write_space(out_dir: str | Path, repo_id: str, *, overwrite: bool = False, t
                          tags=["hf-decomp", "interpretability"], emoji="🔍", colorFrom="indigo", colorTo="red",
                          pinned=False)
     card = SpaceCard(f"---\n{data.to_yaml()}\n---\n" + BODY.format(repo_id=repo_id))
-    with staged_output_dir(out_dir, overwrite) as staging:
+    check_space_dir(out_dir, overwrite, inputs)
+    with _named_space(), staged_output_dir(out_dir, overwrite, inputs) as staging:
         (staging / "app.py").write_text(APP_TEMPLATE.format(repo_id=repo_id), encoding="utf-8")
         (staging / "requirements.txt").write_text(
             f"hf-decomp[explore]>={__version__}\ngradio=={gradio.__version__}\n", encoding="utf-8")
