@@ -166,23 +166,39 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil
 _NO_BROWSER = not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists())
 
 
-@pytest.mark.skipif(_NO_BROWSER, reason="needs headless Chromium: `sudo apt-get install -y chromium chromium-driver` "
-                                        "(Debian/Ubuntu); .ci/run installs them")
-def test_real_browser_picks_an_image_and_sees_the_prediction_and_figures(launched, explorer, tmp_path):
-    pytest.importorskip("selenium", reason="pip install selenium (in the dev extra)")
+def headless_chromium(profile: Path):
+    """A Selenium driver of headless Chromium (no network, its own profile folder)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1100"):
+                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=1400,1100"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def click_tab(driver, wait, name: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    wait.until(ec.element_to_be_clickable((By.XPATH, f"//button[@role='tab' and normalize-space()='{name}']"))).click()
+
+
+NEEDS_BROWSER = pytest.mark.skipif(_NO_BROWSER, reason="needs headless Chromium: `sudo apt-get install -y chromium chromium-driver` "
+                                        "(Debian/Ubuntu); .ci/run installs them")
+
+
+@NEEDS_BROWSER
+def test_real_browser_picks_an_image_and_sees_the_prediction_and_figures(launched, explorer, tmp_path):
+    pytest.importorskip("selenium", reason="pip install selenium (in the dev extra)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = headless_chromium(tmp_path / "chromium-profile")
     try:
         driver.get(launched)
         wait = WebDriverWait(driver, 60)
@@ -197,9 +213,40 @@ def test_real_browser_picks_an_image_and_sees_the_prediction_and_figures(launche
             wait.until(lambda d, f=figure: d.execute_script(
                 f"const i = document.querySelector('{f} img'); return i && i.complete && i.naturalWidth > 0;"))
         assert expected in driver.find_element(By.CSS_SELECTOR, "#decomposed-top5").text
+        # the gallery shows every tile without scrolling, each caption whole (a class name)
+        assert driver.execute_script("const g = document.querySelector('#image-gallery .grid-wrap'); "
+                                     "return g.scrollHeight <= g.clientHeight + 1;")
+        captions = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#image-gallery .caption-label")]
+        assert captions == [caption for _, caption in explorer.gallery()]
+        assert driver.execute_script("return [...document.querySelectorAll('#image-gallery .caption-label')]"
+                                     ".every(c => c.scrollWidth <= c.clientWidth);")  # none cut with an ellipsis
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "explorer_browser.png"))
         assert (ARTIFACTS / "explorer_browser.png").stat().st_size > 10_000
+
+        # Class tab: the first class's set, the features it shares, its histogram and top images
+        explored = explorer.explored
+        name, members = explored.label_names[0], explored.index_sets[0]
+        click_tab(driver, wait, "Class")
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#show-class"))).click()
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#class-message"),
+                                                    f"features): {' '.join(map(str, members))}"))
+        text = driver.find_element(By.CSS_SELECTOR, "#class-message").text
+        assert name in text
+        for j in members:
+            others = [explored.label_names[o] for o in range(len(explored.index_sets))
+                      if o != 0 and j in explored.index_sets[o]]
+            assert f"#{j} {', '.join(others) or '– (only this class)'}" in text
+        for figure in ("#class-histogram", "#class-strips"):
+            wait.until(lambda d, f=figure: d.execute_script(
+                f"const i = document.querySelector('{f} img'); return i && i.complete && i.naturalWidth > 0;"))
+        driver.save_screenshot(str(ARTIFACTS / "explorer_browser_class.png"))
+
+        # Model tab: rho as the run measured it
+        click_tab(driver, wait, "Model")
+        rho = explored.metrics["rho"]
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#model-summary"),
+                                                    f"rho = decomposed / full: {rho:.4g}"))
     finally:
         driver.quit()
 

@@ -71,6 +71,6 @@ def _write_space(args: argparse.Namespace) -> int:
         raise DecompValueError("--space needs --repo-id USER/MODEL: the Hub id of the exported model the Space shows")
     out = write_space(args.space, args.repo_id, overwrite=args.overwrite,
                       inputs={"--indices": args.indices})
-    print(f"wrote a Gradio Space for {args.repo_id} to {out}/ (app.py, requirements.txt, README.md)")
+    print(f"wrote a Gradio Space for {args.repo_id} to {out}/ (app.py, decomp_explorer.py, requirements.txt, README.md)")
     print(f"upload it with: hf-decomp push {out} --repo-id USER/SPACE --repo-type space")
     return 0

@@ -21,6 +21,7 @@ from ..data.loader import _DECODE_ERRORS, decode_image  # noqa: E402
 from ..utils.errors import DecompError  # noqa: E402
 from .images import DatasetImages  # noqa: E402
 from .source import ExploredModel, open_explored  # noqa: E402
+from . import views  # noqa: E402
 from .views import (  # noqa: E402
     activation_figure,
     class_markdown,
@@ -36,6 +37,7 @@ __all__ = ["Explorer", "build_app", "launch"]
 logger = logging.getLogger(__name__)
 
 GALLERY_SIZE = 12
+GALLERY_HEIGHT = 520  # pixels: 4 rows of 3 tiles with their captions, without a scroll bar
 _EMPTY_IMAGE_VIEW = (None, None, None, None)  # full, decomposed, contributions, maps
 
 
@@ -70,7 +72,7 @@ class Explorer:
             rows = self.eval_images.num_rows
             count = min(GALLERY_SIZE, rows)
             self.gallery_rows = [i * rows // count for i in range(count)]  # spread: splits are often sorted by label
-            return [(image, f"#{i} {self._label(label)}") for i in self.gallery_rows
+            return [(image, self._label(label)) for i in self.gallery_rows  # the label only: it fits the tile
                     for image, label in [self.eval_images.row(i)]]
         except (DecompError, OSError) as e:  # the app still works on uploads
             logger.warning("no dataset images to pick from: %s", e)
@@ -181,6 +183,9 @@ def build_app(explorer: Explorer):
     import gradio as gr
 
     explored = explorer.explored
+    # pyplot now, before serving: Gradio switches matplotlib's backend around every request, which breaks
+    # a pyplot import under way in a handler's thread.
+    views._plotting()
     with gr.Blocks(title=f"hf-decomp explorer: {explored.name}") as app:
         gr.Markdown(f"## hf-decomp explorer — {explored.name}\nClass-specific features (Badola et al., "
                     f"*Decomposing the Deep*): each class c reads only its influential features I_c.")
@@ -188,7 +193,7 @@ def build_app(explorer: Explorer):
             with gr.Row():
                 with gr.Column(scale=1):
                     gallery = gr.Gallery(value=explorer.gallery(), label="dataset images (click one)", columns=3,
-                                         height="auto", object_fit="contain", allow_preview=False,
+                                         height=GALLERY_HEIGHT, object_fit="contain", allow_preview=False,
                                          elem_id="image-gallery")
                     with gr.Row():
                         row = gr.Number(value=0, precision=0, label="or image number", elem_id="image-number")

@@ -7,12 +7,14 @@ same file, so a figure is drawn once.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..hub.space_explorer import shared_features, strips_image
 from ..utils.markdown import markdown_table
 from .source import ExploredModel
 
@@ -47,6 +49,17 @@ def predict(explored: ExploredModel, image: Image.Image) -> dict:
             "contributions": contributions, "bias": float(explored.head.bias[predicted])}
 
 
+_PLOTTING_LOCK = threading.Lock()
+
+
+def _plotting():
+    """matplotlib on first use (the app starts without it), imported once: Gradio runs handlers in threads,
+    and two threads importing pyplot at once see it half initialised."""
+    with _PLOTTING_LOCK:
+        from ..studies.plotting import plt, save_figure
+    return plt, save_figure
+
+
 def _cached_path(cache_dir: Path, kind: str, *parts) -> Path:
     digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
     return Path(cache_dir) / f"{kind}-{digest}.png"
@@ -57,8 +70,7 @@ def contribution_figure(explored: ExploredModel, prediction: dict, cache_dir: Pa
     path = _cached_path(cache_dir, "contributions", prediction["predicted"], prediction["contributions"])
     if path.is_file():
         return path
-    from ..studies.plotting import plt, save_figure  # matplotlib on first use: the app starts without it
-
+    plt, save_figure = _plotting()
     features = [f"#{j}" for j, _ in prediction["contributions"]]
     values = [v for _, v in prediction["contributions"]]
     fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * len(values) + 1.5), 2.6))
@@ -80,6 +92,7 @@ def activation_figure(explored: ExploredModel, image: Image.Image, cls: int, cac
     path = _cached_path(cache_dir, "maps", cls, hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest())
     if path.is_file():
         return path
+    _plotting()
     from ..studies.activation_maps import compute_activation_rows, plot_activation_grid
 
     rows = compute_activation_rows(adapter, [(image.convert("RGB"), int(cls))], explored.index_sets)
@@ -91,7 +104,7 @@ def activation_figure(explored: ExploredModel, image: Image.Image, cls: int, cac
 def class_summary(explored: ExploredModel, c: int) -> dict:
     """The class's influential set and, for each of its features, the other classes that also use it."""
     sets = explored.index_sets
-    shared = {j: [explored.label_names[o] for o in range(len(sets)) if o != c and j in sets[o]] for j in sets[c]}
+    shared = {j: [explored.label_names[o] for o in others] for j, others in shared_features(sets, c).items()}
     return {"class": explored.label_names[c], "influential": list(sets[c]), "shared_with": shared}
 
 
@@ -120,8 +133,7 @@ def histogram_figure(explored: ExploredModel, c: int, cache_dir: Path) -> Path |
     path = _cached_path(cache_dir, "histogram", c, k1)
     if path.is_file():
         return path
-    from ..studies.plotting import plt, save_figure
-
+    plt, save_figure = _plotting()
     counts = stats.histogram(k1)[c].double().cpu()
     share = (counts / counts.sum().clamp(min=1)).numpy()
     d = len(share)
@@ -166,37 +178,3 @@ def model_summary(explored: ExploredModel) -> str:
 
 def _fmt(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-STRIP_CELL = 80  # pixels per thumbnail in the strips (CIFAR's 32 px images are enlarged, nearest neighbour)
-
-
-def strips_image(strips: list[tuple[str, list[tuple[Image.Image, str]]]], path: Path) -> Path:
-    """One row per feature (its name on the left) of thumbnails with a caption under each: a feature's top
-    images. Drawn with PIL: a few milliseconds, where a matplotlib grid takes about a second."""
-    from PIL import ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=12)
-    label_width, caption, gap = 84, 32, 8
-    columns = max(1, max(len(images) for _, images in strips))
-    width = label_width + columns * (STRIP_CELL + gap)
-    height = len(strips) * (STRIP_CELL + caption + gap) + gap
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    for row, (title, images) in enumerate(strips):
-        top = gap + row * (STRIP_CELL + caption + gap)
-        draw.text((6, top + STRIP_CELL // 2 - 7), title, fill="black", font=font)
-        for column, (image, text) in enumerate(images):
-            left = label_width + column * (STRIP_CELL + gap)
-            thumb = image.convert("RGB")
-            resample = Image.Resampling.NEAREST if max(thumb.size) < STRIP_CELL else Image.Resampling.BILINEAR
-            canvas.paste(thumb.resize((STRIP_CELL, STRIP_CELL), resample), (left, top))
-            for line, words in enumerate(text.split("\n")[:2]):  # label, then activation: each fits the cell
-                while len(words) > 1 and font.getlength(words) > STRIP_CELL + gap:
-                    words = words[:-2] + "…"
-                draw.text((left + STRIP_CELL // 2, top + STRIP_CELL + 2 + 14 * line), words, fill="black",
-                          font=font, anchor="ma")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
