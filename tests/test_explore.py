@@ -12,7 +12,7 @@ from helpers_models import save_tiny_timm_model
 
 from hf_decomp import analyze
 from hf_decomp.cli import main
-from hf_decomp.data.loader import image_key
+from hf_decomp.data.loader import decode_image, image_key
 from hf_decomp.explore.source import open_explored
 from hf_decomp.utils.errors import DecompFileError
 
@@ -99,6 +99,54 @@ def test_class_view_lists_the_set_shared_features_and_top_image_strips(explorer,
             assert explorer.stats_images.row(row)[1] == 1
 
 
+def test_analyze_saves_a_thumbnail_row_and_label_of_every_top_image_a_class_view_shows(run_dir):
+    """The thumbnails are the statistics split's own pixels, found by content key, for every shown key."""
+    import numpy as np
+
+    from hf_decomp.analysis.thumbnails import SHOWN, Thumbnails
+    from hf_decomp.explore.images import DatasetImages
+
+    explored = open_explored(str(run_dir))
+    thumbnails = Thumbnails.load(run_dir)
+    split = DatasetImages(explored.examples.source["dataset"], "train").split
+    shown = {entry["key"] for c, features in enumerate(explored.index_sets) for j in features
+             for only in (c, None) for entry in explored.examples.query(j, only)[:SHOWN]}
+    assert shown and set(thumbnails.keys) == shown
+    for key in shown:
+        record = split.dataset[thumbnails.row(key)]
+        assert image_key(record["img"]) == key and thumbnails.label(key) == record["label"]
+        assert np.array_equal(np.asarray(thumbnails.image(key)), np.asarray(decode_image(record["img"])))
+
+
+def test_class_view_reads_no_dataset_when_the_thumbnails_are_saved(run_dir):
+    """No view rehashes a split: with the saved thumbnails the statistics split is never opened."""
+    from hf_decomp.explore.app import Explorer
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the Class view read the dataset ({name})")
+
+    explorer = Explorer(open_explored(str(run_dir)))
+    explorer.stats_images = Untouchable()
+    name = explorer.explored.label_names[2]
+    markdown, histogram, strips = explorer.class_view(name, only_this_class=False)
+    assert f"### {name}" in markdown and Path(strips).is_file()
+    from PIL import Image
+
+    with Image.open(histogram) as figure:  # drawn large enough to read (issue 21: the histogram was tiny)
+        assert figure.width >= 900 and figure.height >= 300
+
+
+def test_a_damaged_thumbnails_file_is_one_line_naming_it(run_dir, tmp_path, capsys):
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    _truncate(broken / "top_images_thumbnails.safetensors")
+    assert main(["explore", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "top_images_thumbnails.safetensors is damaged" in err and "delete it" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_model_view_reports_rho_and_per_class_accuracy(explorer, run_dir):
     import json
 
@@ -133,6 +181,14 @@ def test_an_exported_model_folder_opens_without_full_weights(run_dir, tmp_path):
         logits = model(explored.adapter.transform(image)[None]).logits[0]
     prediction = predict(explored, image)
     assert prediction["full_top"] is None
+    # no full-model column at all (issue 21: a "(not stored…)" class with a 0 % bar was shown)
+    from hf_decomp.explore.app import Explorer, build_app
+
+    exported = Explorer(explored)
+    assert exported.explore_row(2)[1] is None
+    full_label = [b for b in build_app(exported).blocks.values() if getattr(b, "elem_id", None) == "full-top5"]
+    assert len(full_label) == 1 and full_label[0].visible is False
+    assert (tmp_path / "model" / "top_images_thumbnails.safetensors").is_file()  # the Space's Class view images
     assert prediction["decomposed_top"][prediction["predicted_label"]] == pytest.approx(
         float(logits.softmax(-1).max()), abs=1e-5)
 

@@ -140,7 +140,7 @@ def histogram_figure(explored: ExploredModel, c: int, cache_dir: Path) -> Path |
     influential = list(explored.index_sets[c])
     colors = np.full(d, "#9aa5b1", dtype=object)
     colors[influential] = "#d62728"
-    fig, ax = plt.subplots(figsize=(10, 3.4))
+    fig, ax = plt.subplots(figsize=(12, 4))
     ax.bar(np.arange(d), share, width=1.0, color=list(colors))
     for j in influential:
         ax.annotate(f"#{j}", (j, share[j]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=10,
