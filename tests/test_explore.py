@@ -189,6 +189,8 @@ def test_an_exported_model_folder_opens_without_full_weights(run_dir, tmp_path):
     full_label = [b for b in build_app(exported).blocks.values() if getattr(b, "elem_id", None) == "full-top5"]
     assert len(full_label) == 1 and full_label[0].visible is False
     assert (tmp_path / "model" / "top_images_thumbnails.safetensors").is_file()  # the Space's Class view images
+    _, _, strips = exported.class_view(explored.label_names[0])  # the top images come with the model
+    assert strips is not None and Path(strips).is_file()
     assert prediction["decomposed_top"][prediction["predicted_label"]] == pytest.approx(
         float(logits.softmax(-1).max()), abs=1e-5)
 
@@ -243,8 +245,8 @@ def click_tab(driver, wait, name: str) -> None:
     wait.until(ec.element_to_be_clickable((By.XPATH, f"//button[@role='tab' and normalize-space()='{name}']"))).click()
 
 
-NEEDS_BROWSER = pytest.mark.skipif(_NO_BROWSER, reason="needs headless Chromium: `sudo apt-get install -y chromium chromium-driver` "
-                                        "(Debian/Ubuntu); .ci/run installs them")
+NEEDS_BROWSER = pytest.mark.skipif(_NO_BROWSER, reason="needs headless Chromium: `sudo apt-get install -y chromium "
+                                                       "chromium-driver` (Debian/Ubuntu); .ci/run installs them")
 
 
 @NEEDS_BROWSER

@@ -202,8 +202,9 @@ def test_space_installs_from_its_folder_and_runs_without_hf_decomp(exported_mode
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = venv / "bin" / "python"
-    installed = subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check",
-                                "-r", "requirements.txt"], cwd=space, capture_output=True, text=True)
+    installed = subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--no-deps",
+                                "--disable-pip-version-check", "-r", "requirements.txt"],
+                               cwd=space, capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr
     (tmp_path / "run_space.py").write_text(BLOCKER)
     port = _free_port()

@@ -19,9 +19,9 @@ from PIL import Image  # noqa: E402
 from ..analysis.thumbnails import SHOWN  # noqa: E402
 from ..data.loader import _DECODE_ERRORS, decode_image  # noqa: E402
 from ..utils.errors import DecompError  # noqa: E402
+from . import views  # noqa: E402
 from .images import DatasetImages  # noqa: E402
 from .source import ExploredModel, open_explored  # noqa: E402
-from . import views  # noqa: E402
 from .views import (  # noqa: E402
     activation_figure,
     class_markdown,
@@ -124,8 +124,8 @@ class Explorer:
             agree = " (the full model agrees)" if same else f" (the full model says {prediction['full_predicted_label']})"
         message = f"Decomposed prediction: **{prediction['predicted_label']}**{agree}."
         maps = activation_figure(self.explored, image, prediction["predicted"], self.cache_dir)
-        return (message, full, prediction["decomposed_top"], str(contribution_figure(self.explored, prediction, self.cache_dir)),
-                None if maps is None else str(maps))
+        contributions = contribution_figure(self.explored, prediction, self.cache_dir)
+        return message, full, prediction["decomposed_top"], str(contributions), None if maps is None else str(maps)
 
     # ---- Class tab --------------------------------------------------------------------------------
     def class_view(self, class_name: str, only_this_class: bool = True, progress=None) -> tuple:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from ..data import ImageSplit, load_image_split
 from ..analysis.thumbnails import rows_by_key
+from ..data import ImageSplit, load_image_split
 from ..data.loader import decode_image
 
 __all__ = ["DatasetImages"]

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 
 from ..analysis.folder import ResultsFolder, is_results_folder
 from ..analysis.thumbnails import THUMBNAILS_FILE, Thumbnails
-from ..analysis.top_images import TopImages
+from ..analysis.top_images import TOP_IMAGES_FILE, TopImages
 from ..method.statistics import ClassStatistics
 from ..models import ClassifierAdapter, load_classifier
 from ..portable.decomposed_head import DecomposedLinear
@@ -141,7 +141,19 @@ def _from_exported(folder: Path, name: str, dataset: str | None) -> ExploredMode
     return ExploredModel(
         name=name, adapter=adapter, index_sets=sets, head=head, has_full_weight=False, metrics=metrics,
         dataset=resolve_dataset(dataset or model.config.dataset), eval_split=metrics.get("eval_split"),
-        figures=_figures(folder), k1=model.config.k1)
+        figures=_figures(folder), k1=model.config.k1, **_carried_top_images(folder))
+
+
+def _carried_top_images(folder: Path) -> dict:
+    """The top images and their thumbnails an exported model carries (``hf-decomp export`` copies them)."""
+    if not ((folder / TOP_IMAGES_FILE).is_file() and (folder / THUMBNAILS_FILE).is_file()):
+        return {}
+    try:
+        examples = TopImages.load(folder)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise DecompFileError(f"{folder / TOP_IMAGES_FILE} is damaged ({type(e).__name__}: {e}); delete it and "
+                              f"{THUMBNAILS_FILE} to explore the model without top images.") from e
+    return {"examples": examples, "thumbnails": _thumbnails(folder)}
 
 
 def _is_exported(folder: Path) -> bool:
