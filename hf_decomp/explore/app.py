@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -183,9 +184,7 @@ def build_app(explorer: Explorer):
     import gradio as gr
 
     explored = explorer.explored
-    # pyplot now, before serving: Gradio switches matplotlib's backend around every request, which breaks
-    # a pyplot import under way in a handler's thread.
-    views._plotting()
+    views.import_pyplot()
     with gr.Blocks(title=f"hf-decomp explorer: {explored.name}") as app:
         gr.Markdown(f"## hf-decomp explorer — {explored.name}\nClass-specific features (Badola et al., "
                     f"*Decomposing the Deep*): each class c reads only its influential features I_c.")
@@ -267,7 +266,11 @@ def launch(run_or_model: str, *, host: str = "127.0.0.1", port: int | None = Non
     """Open ``run_or_model`` and serve the explorer; returns the app (and, unblocked, keeps serving)."""
     explorer = Explorer(open_explored(run_or_model, dataset=dataset))
     app = build_app(explorer)
-    app.queue().launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+    app.queue().launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,
                        theme=theme(), quiet=not block, allowed_paths=[str(explorer.cache_dir)] +
                        [str(p.parent) for p in explorer.explored.figures])
+    # the figures' modules load while the page does, not at startup nor in the first view
+    threading.Thread(target=views.warm_up, name="explorer-warm-up", daemon=True).start()
+    if block:
+        app.block_thread()
     return app

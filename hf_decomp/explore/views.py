@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..hub.space_explorer import shared_features, strips_image
+from .space_explorer import shared_features, strips_image
 from ..utils.markdown import markdown_table
 from .source import ExploredModel
 
@@ -52,12 +52,27 @@ def predict(explored: ExploredModel, image: Image.Image) -> dict:
 _PLOTTING_LOCK = threading.Lock()
 
 
+def import_pyplot() -> None:
+    """pyplot (Agg), before the app serves: Gradio switches matplotlib's backend around every request,
+    which breaks a pyplot import under way in a handler's thread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
 def _plotting():
-    """matplotlib on first use (the app starts without it), imported once: Gradio runs handlers in threads,
-    and two threads importing pyplot at once see it half initialised."""
+    """hf-decomp's plotting helpers on first use (the app starts without them), imported by one thread."""
     with _PLOTTING_LOCK:
         from ..studies.plotting import plt, save_figure
     return plt, save_figure
+
+
+def warm_up() -> None:
+    """Import what the figures need (studies, matplotlib helpers), e.g. in a thread once the app serves."""
+    _plotting()
+    with _PLOTTING_LOCK:
+        from ..studies import activation_maps  # noqa: F401
 
 
 def _cached_path(cache_dir: Path, kind: str, *parts) -> Path:

@@ -34,7 +34,10 @@ launch(sys.argv[1] if len(sys.argv) > 1 else {repo_id!r}, host=os.environ.get("G
        port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
 '''
 
-EXPLORER_FILE = "decomp_explorer.py"  # hf_decomp/hub/space_explorer.py, which imports nothing of hf-decomp
+EXPLORER_FILE = "decomp_explorer.py"
+# The explorer's standalone half (it imports nothing of hf-decomp), copied as a file, not imported: the
+# Space runs it where hf-decomp is not installed.
+EXPLORER_SOURCE = Path(__file__).resolve().parents[1] / "explore" / "space_explorer.py"
 
 # Everything from PyPI: the Space never needs hf-decomp itself.
 REQUIREMENTS = """# the explorer (decomp_explorer.py) and the model's own code (trust_remote_code) need only these
@@ -114,7 +117,7 @@ def write_space(out_dir: str | Path, repo_id: str, *, overwrite: bool = False, t
     check_space_dir(out_dir, overwrite, inputs)
     with _named_space(), staged_output_dir(out_dir, overwrite, inputs) as staging:
         (staging / "app.py").write_text(APP_TEMPLATE.format(repo_id=repo_id), encoding="utf-8")
-        shutil.copyfile(Path(__file__).with_name("space_explorer.py"), staging / EXPLORER_FILE)
+        shutil.copyfile(EXPLORER_SOURCE, staging / EXPLORER_FILE)
         (staging / "requirements.txt").write_text(REQUIREMENTS.format(gradio=gradio.__version__), encoding="utf-8")
         card.save(staging / "README.md")
     return Path(out_dir)

@@ -3,7 +3,7 @@
 ``hf-decomp export --space`` copies this file beside the Space's ``app.py`` (as exported models ship
 ``portable/``), so a Space installs from PyPI alone: it imports only gradio, torch, transformers (the
 model loads with ``trust_remote_code=True`` from its own folder), huggingface_hub, safetensors, numpy
-and PIL. hf-decomp's own explorer (``hf_decomp.explore``) reuses its drawing helpers.
+and PIL. hf-decomp's own explorer (``hf_decomp.explore.app``) reuses its drawing helpers.
 
 Tabs: **Image** (pick a top image or upload one: the decomposed top-5 and the contributions
 W_cj · x_j of the predicted class's influential features), **Class** (the influential set, which
