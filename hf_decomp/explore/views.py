@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .space_explorer import shared_features, strips_image
 from ..utils.markdown import markdown_table
 from .source import ExploredModel
+from .space_explorer import shared_features, strips_image
 
 __all__ = ["predict", "contribution_figure", "activation_figure", "class_summary", "histogram_figure",
            "model_summary", "strips_image", "TOP"]
