@@ -100,6 +100,11 @@ def test_space_never_replaces_a_results_folder_even_with_overwrite(tmp_path, cap
     assert main(["export", "--space", str(run), "--repo-id", "a/b", "--overwrite"]) == 2
     assert "holds indices.json, metrics.json, statistics.safetensors" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == before
+    # a Space folder itself is an output: --overwrite replaces it
+    space = tmp_path / "space"
+    assert main(["export", "--space", str(space), "--repo-id", "a/b"]) == 0
+    assert main(["export", "--space", str(space), "--repo-id", "a/c", "--overwrite"]) == 0
+    assert "'a/c'" in (space / "app.py").read_text()
 
 
 def test_space_gets_every_check_out_gets_and_names_space(tmp_path, capsys, monkeypatch):
