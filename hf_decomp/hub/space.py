@@ -83,7 +83,7 @@ def _named_space():
 def check_space_dir(out_dir: str | Path, overwrite: bool, inputs: dict | None = None) -> Path:
     """Every check ``--out`` gets (not an input nor inside one, not the current folder, writable, not a
     non-empty folder unless ``overwrite``), and: never a folder holding results or a model, even with
-    ``overwrite`` (a Space is three small files; replacing an analysis or a model with them loses it)."""
+    ``overwrite`` (a Space is four small files; replacing an analysis or a model with them loses it)."""
     folder = Path(out_dir)
     held = [name for name in _PRECIOUS if (folder / name).exists()] if folder.is_dir() else []
     if held:
