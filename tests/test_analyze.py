@@ -31,7 +31,7 @@ def test_known_influential_features_are_found_and_written(color_dataset, colour_
     assert m["noise_ablation"]["influential_to_noise_accuracy"] < m["noise_ablation"]["non_influential_to_noise_accuracy"]
     assert sorted(p.name for p in out.iterdir()) == [
         "indices.json", "indices.safetensors", "metrics.json", "report.md", "statistics.safetensors",
-        "top_images.json", "top_images.safetensors"]
+        "top_images.json", "top_images.safetensors", "top_images_thumbnails.safetensors"]
     loaded = InfluentialIndices.load(out)
     assert loaded.sets == result.indices.sets and loaded.metadata["k1"] == 2
     assert json.loads((out / "metrics.json").read_text())["decomposed_accuracy"] == 100.0

@@ -8,7 +8,14 @@ import pytest
 from huggingface_hub import ModelCard
 
 from hf_decomp.hub import DecompConfig, render_model_card
-from hf_decomp.hub.model_card import CITATION, hub_dataset_id, hub_model_id, template_path, write_model_card
+from hf_decomp.hub.model_card import (
+    CITATION,
+    client_install_command,
+    hub_dataset_id,
+    hub_model_id,
+    template_path,
+    write_model_card,
+)
 from hf_decomp.utils.paths import default_cifar10_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +64,13 @@ def test_card_body_has_results_cost_class_table_snippet_and_citation():
     assert "24 multiply-adds for the full layer, 6 for the decomposed one (25.0% of the full layer)" in text
     assert "| green | 3 | 1 4 6 |" in text
     assert 'pipeline("image-classification", model="alice/resnet-decomposed", trust_remote_code=True)' in text
+    # the install line names PyPI packages only (hf-decomp is on no index; the model's code ships with it)
+    install = [line for line in text.splitlines() if line.startswith("pip install")]
+    assert install == [client_install_command(_config())] and "hf-decomp" not in text.split("## How to use")[1].split(
+        "The index sets alone")[0]
+    import transformers
+
+    assert install[0].split()[2:4] == [f'"transformers>={transformers.__version__}"', "torch"]
     assert "k1 = 3, k2 = 3, d = 8 features, 3 classes" in text
     assert "(10000 images)" in text and "[train], 50000 samples" in text
     assert CITATION in text and "2112.07719" in text

@@ -6,11 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..method.indices import INDICES_JSON, InfluentialIndices
 from ..method.statistics import ClassStatistics
-from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.errors import DecompError, DecompFileError, DecompValueError
 from .results import AnalysisMetrics
 from .top_images import TOP_IMAGES_FILE, TopImages
 
@@ -39,8 +40,12 @@ class ResultsFolder:
             raise DecompFileError(f"{str(path)!r} is not an `hf-decomp analyze` results folder (it needs "
                                   f"{INDICES_JSON} and metrics.json); give the --out folder of analyze.")
         statistics_file = path / "statistics.safetensors"
-        statistics = ClassStatistics.from_state_dict(load_file(statistics_file)) if statistics_file.is_file() else None
-        examples = TopImages.load(path) if (path / TOP_IMAGES_FILE).is_file() else None
+        statistics = _read(statistics_file, lambda: ClassStatistics.from_state_dict(load_file(statistics_file)),
+                           "the vote histograms and the selection come from it, so re-run `hf-decomp analyze` "
+                           "into a new --out folder") if statistics_file.is_file() else None
+        examples = _read(path / TOP_IMAGES_FILE, lambda: TopImages.load(path),
+                         f"delete it (and {TOP_IMAGES_FILE.replace('.safetensors', '.json')}) to go on without top "
+                         f"images, or re-run `hf-decomp analyze`") if (path / TOP_IMAGES_FILE).is_file() else None
         try:
             raw = json.loads((path / "metrics.json").read_text())
         except (OSError, ValueError) as e:
@@ -55,3 +60,14 @@ class ResultsFolder:
         if self.examples is None:
             raise DecompValueError(f"{self.path} holds no {TOP_IMAGES_FILE}; re-run analyze with --top-images N.")
         return self.examples.query(feature, class_)
+
+
+def _read(path: Path, load, fix: str):
+    """``load()``, with a damaged file (truncated, hand-edited, another format) named in one line."""
+    try:
+        return load()
+    except DecompError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise DecompFileError(f"{path} is damaged or not written by hf-decomp ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'}); {fix}.") from e

@@ -26,7 +26,7 @@ from ..passes.features import FeaturePass, make_accelerator
 from ..passes.resumable import check_labels, pass_checkpoint, resumable_pass
 from ..passes.resume import CheckpointConfig, default_checkpoint_dir, key_digest
 from ..portable.decomposed_head import DecomposedLinear
-from ..utils.errors import DecompValueError
+from ..utils.errors import DecompError, DecompValueError
 from ..utils.files import atomic_write_json, atomic_write_text, check_output_dir, staged_output_dir
 from .results import (
     AnalysisMetrics,
@@ -422,12 +422,23 @@ def write_results(result: AnalysisResult, out_dir: str | Path, overwrite: bool =
         atomic_write_json(staging / "metrics.json", result.metrics.to_dict())
         if result.examples is not None:
             result.examples.save(staging)
+            _write_thumbnails(staging, result)
         atomic_write_text(staging / "report.md", render_analysis_report(result.metrics, result.indices))
         if result.layer_indices:
             from ..layers.artifacts import save_layer_indices
 
             save_layer_indices(staging, result.layer_indices)
     return Path(out_dir)
+
+
+def _write_thumbnails(staging: Path, result: AnalysisResult) -> None:
+    """The explorer's Class view images (hashes the statistics split once, now rather than at each view)."""
+    from .thumbnails import write_thumbnails
+
+    try:
+        write_thumbnails(staging, result.examples, result.indices.sets)
+    except (DecompError, OSError) as e:  # the results stand without them; the explorer then reads the split
+        logger.warning("no thumbnails of the top images (%s); `hf-decomp explore` will read them from the dataset", e)
 
 
 def _versions() -> dict:

@@ -175,7 +175,10 @@ class TopImages:
             metadata = handle.metadata() or {}
         if metadata.get("format") != TOP_IMAGES_FORMAT:
             raise DecompValueError(f"{path} has format {metadata.get('format')!r}, expected {TOP_IMAGES_FORMAT!r}")
-        meta = json.loads(metadata["meta"])
+        meta = json.loads(metadata.get("meta") or "null")
+        if not isinstance(meta, dict) or not isinstance(meta.get("per_class"), bool):
+            raise DecompValueError(f"{path}: its metadata has no per_class (true/false), so its buffers cannot be "
+                                   f"read; re-run `hf-decomp analyze`, or delete it to go on without top images.")
         top = cls.from_state_dict(load_file(path), per_class=meta["per_class"])
         top.source = meta.get("source", {})
         return top

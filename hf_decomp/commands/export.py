@@ -64,9 +64,13 @@ def _write_space(args: argparse.Namespace) -> int:
     from ..hub.space import write_space
     from ..utils.errors import DecompValueError
 
+    if args.out is not None:
+        raise DecompValueError("give --out MODEL_DIR (a model folder) or --space SPACE_DIR (an explorer Space of "
+                               "the Hub model --repo-id), not both: run export once for each.")
     if args.repo_id is None:
         raise DecompValueError("--space needs --repo-id USER/MODEL: the Hub id of the exported model the Space shows")
-    out = write_space(args.space, args.repo_id, overwrite=args.overwrite)
-    print(f"wrote a Gradio Space for {args.repo_id} to {out}/ (app.py, requirements.txt, README.md)")
+    out = write_space(args.space, args.repo_id, overwrite=args.overwrite,
+                      inputs={"--indices": args.indices})
+    print(f"wrote a Gradio Space for {args.repo_id} to {out}/ (app.py, decomp_explorer.py, requirements.txt, README.md)")
     print(f"upload it with: hf-decomp push {out} --repo-id USER/SPACE --repo-type space")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,8 +17,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the explorer never
 
 from PIL import Image  # noqa: E402
 
+from ..analysis.thumbnails import SHOWN  # noqa: E402
 from ..data.loader import _DECODE_ERRORS, decode_image  # noqa: E402
 from ..utils.errors import DecompError  # noqa: E402
+from . import views  # noqa: E402
 from .images import DatasetImages  # noqa: E402
 from .source import ExploredModel, open_explored  # noqa: E402
 from .views import (  # noqa: E402
@@ -27,7 +30,7 @@ from .views import (  # noqa: E402
     histogram_figure,
     model_summary,
     predict,
-    strips_figure,
+    strips_image,
 )
 
 __all__ = ["Explorer", "build_app", "launch"]
@@ -35,6 +38,7 @@ __all__ = ["Explorer", "build_app", "launch"]
 logger = logging.getLogger(__name__)
 
 GALLERY_SIZE = 12
+GALLERY_HEIGHT = 520  # pixels: 4 rows of 3 tiles with their captions, without a scroll bar
 _EMPTY_IMAGE_VIEW = (None, None, None, None)  # full, decomposed, contributions, maps
 
 
@@ -69,7 +73,7 @@ class Explorer:
             rows = self.eval_images.num_rows
             count = min(GALLERY_SIZE, rows)
             self.gallery_rows = [i * rows // count for i in range(count)]  # spread: splits are often sorted by label
-            return [(image, f"#{i} {self._label(label)}") for i in self.gallery_rows
+            return [(image, self._label(label)) for i in self.gallery_rows  # the label only: it fits the tile
                     for image, label in [self.eval_images.row(i)]]
         except (DecompError, OSError) as e:  # the app still works on uploads
             logger.warning("no dataset images to pick from: %s", e)
@@ -121,9 +125,8 @@ class Explorer:
             agree = " (the full model agrees)" if same else f" (the full model says {prediction['full_predicted_label']})"
         message = f"Decomposed prediction: **{prediction['predicted_label']}**{agree}."
         maps = activation_figure(self.explored, image, prediction["predicted"], self.cache_dir)
-        return (message, full if full is not None else {"(not stored in an exported model)": 0.0},
-                prediction["decomposed_top"], str(contribution_figure(self.explored, prediction, self.cache_dir)),
-                None if maps is None else str(maps))
+        contributions = contribution_figure(self.explored, prediction, self.cache_dir)
+        return message, full, prediction["decomposed_top"], str(contributions), None if maps is None else str(maps)
 
     # ---- Class tab --------------------------------------------------------------------------------
     def class_view(self, class_name: str, only_this_class: bool = True, progress=None) -> tuple:
@@ -137,9 +140,10 @@ class Explorer:
             self._strips(c, only_this_class, progress)
 
     def _strips(self, c: int, only_this_class: bool, progress) -> str | None:
-        """One figure: a row per influential feature of its top activating images (resolved by content key)."""
+        """One image: a row per influential feature of its top activating images (the thumbnails analyze saved;
+        for older results folders, the dataset's images found by content key)."""
         examples = self.explored.examples
-        if examples is None or self.stats_images is None:
+        if examples is None:
             return None
         path = self.cache_dir / f"strips-{c}-{'class' if only_this_class else 'all'}.png"
         if path.is_file():
@@ -148,14 +152,20 @@ class Explorer:
         strips = []
         for j in self.explored.index_sets[c]:
             found = []
-            for entry in examples.query(j, c if only_this_class else None):
-                shown = self.stats_images.by_key(entry["key"], report)
+            for entry in examples.query(j, c if only_this_class else None)[:SHOWN]:
+                shown = self._top_image(entry["key"], report)
                 if shown is not None:
-                    found.append((shown[0], f"{self._label(shown[1])} {entry['activation']:.2f}"))
+                    found.append((shown[0], f"{self._label(shown[1])}\nx = {entry['activation']:.2f}"))
             strips.append((f"feature #{j}", found))
         if not any(images for _, images in strips):
             return None
-        return str(strips_figure(strips, path))
+        return str(strips_image(strips, path))
+
+    def _top_image(self, key: int, report) -> tuple[Image.Image, int | None] | None:
+        thumbnails = self.explored.thumbnails
+        if thumbnails is not None and key in thumbnails:
+            return thumbnails.image(key), thumbnails.label(key)
+        return None if self.stats_images is None else self.stats_images.by_key(key, report)
 
     # ---- Model tab --------------------------------------------------------------------------------
     def model_view(self) -> tuple[str, list[tuple[str, str]]]:
@@ -174,14 +184,16 @@ def build_app(explorer: Explorer):
     import gradio as gr
 
     explored = explorer.explored
+    views.import_pyplot()
     with gr.Blocks(title=f"hf-decomp explorer: {explored.name}") as app:
         gr.Markdown(f"## hf-decomp explorer — {explored.name}\nClass-specific features (Badola et al., "
                     f"*Decomposing the Deep*): each class c reads only its influential features I_c.")
         with gr.Tab("Image"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    gallery = gr.Gallery(value=explorer.gallery(), label="dataset images (click one)", columns=4,
-                                         height=260, allow_preview=False, elem_id="image-gallery")
+                    gallery = gr.Gallery(value=explorer.gallery(), label="dataset images (click one)", columns=3,
+                                         height=GALLERY_HEIGHT, object_fit="contain", allow_preview=False,
+                                         elem_id="image-gallery")
                     with gr.Row():
                         row = gr.Number(value=0, precision=0, label="or image number", elem_id="image-number")
                         show = gr.Button("Explore image", elem_id="explore-image")
@@ -190,7 +202,9 @@ def build_app(explorer: Explorer):
                 with gr.Column(scale=2):
                     message = gr.Markdown(elem_id="image-message")
                     with gr.Row():
-                        full = gr.Label(num_top_classes=5, label="full model (top-5)", elem_id="full-top5")
+                        # an exported model keeps only W_c[I_c]: no full-model prediction to show
+                        full = gr.Label(num_top_classes=5, label="full model (top-5)", elem_id="full-top5",
+                                        visible=explored.has_full_weight)
                         decomposed = gr.Label(num_top_classes=5, label="decomposed (top-5)", elem_id="decomposed-top5")
                     gr.Markdown("**Influential features of the decomposed prediction**: contributions W_cj · x_j")
                     contributions = gr.Image(show_label=False, interactive=False, elem_id="contributions", height=260)
@@ -208,7 +222,8 @@ def build_app(explorer: Explorer):
                 only = gr.Checkbox(value=True, label="top images among this class only")
                 go = gr.Button("Show class", elem_id="show-class")
             class_text = gr.Markdown(elem_id="class-message")
-            histogram = gr.Image(label="top-k1 vote histogram", interactive=False, elem_id="class-histogram")
+            histogram = gr.Image(label="top-k1 vote histogram", interactive=False, elem_id="class-histogram",
+                                 height=340)
             strips = gr.Image(label="top activating statistics images of each influential feature (activation x_j)",
                               interactive=False, elem_id="class-strips")
 
@@ -251,7 +266,11 @@ def launch(run_or_model: str, *, host: str = "127.0.0.1", port: int | None = Non
     """Open ``run_or_model`` and serve the explorer; returns the app (and, unblocked, keeps serving)."""
     explorer = Explorer(open_explored(run_or_model, dataset=dataset))
     app = build_app(explorer)
-    app.queue().launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+    app.queue().launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,
                        theme=theme(), quiet=not block, allowed_paths=[str(explorer.cache_dir)] +
                        [str(p.parent) for p in explorer.explored.figures])
+    # the figures' modules load while the page does, not at startup nor in the first view
+    threading.Thread(target=views.warm_up, name="explorer-warm-up", daemon=True).start()
+    if block:
+        app.block_thread()
     return app

@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from PIL import Image
 
+from ..analysis.thumbnails import rows_by_key
 from ..data import ImageSplit, load_image_split
-from ..data.loader import decode_image, image_key
+from ..data.loader import decode_image
 
 __all__ = ["DatasetImages"]
 
@@ -52,24 +53,9 @@ class DatasetImages:
 
     def rows_by_key(self, progress: Callable[[float, str], None] | None = None) -> dict[int, int]:
         """content key -> first row with that content; built once (one read of the image column)."""
-        if self._rows_by_key is not None:
-            return self._rows_by_key
-        split = self.split
-        column = split.dataset.select_columns([split.image_column]).with_format("arrow")
-        total, table, batch = len(column), {}, 5000
-        for start in range(0, total, batch):
-            cells = column[start:start + batch].column(split.image_column)
-            if hasattr(cells.type, "get_field_index"):  # {bytes, path} cells: read the bytes, as the loader does
-                cells = [{"bytes": b, "path": p} for b, p in zip(cells.combine_chunks().field("bytes").to_pylist(),
-                                                                cells.combine_chunks().field("path").to_pylist())]
-            else:
-                cells = cells.to_pylist()
-            for offset, cell in enumerate(cells):
-                table.setdefault(image_key(cell), start + offset)
-            if progress is not None:
-                progress(min(1.0, (start + batch) / max(total, 1)), "indexing dataset images")
-        self._rows_by_key = table
-        return table
+        if self._rows_by_key is None:
+            self._rows_by_key = rows_by_key(self.split.dataset, self.split.image_column, progress=progress)
+        return self._rows_by_key
 
     def by_key(self, key: int, progress=None) -> tuple[Image.Image, int | None] | None:
         row = self.rows_by_key(progress).get(int(key))

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 
 from ..analysis.folder import ResultsFolder, is_results_folder
-from ..analysis.top_images import TopImages
+from ..analysis.thumbnails import THUMBNAILS_FILE, Thumbnails
+from ..analysis.top_images import TOP_IMAGES_FILE, TopImages
 from ..method.statistics import ClassStatistics
 from ..models import ClassifierAdapter, load_classifier
 from ..portable.decomposed_head import DecomposedLinear
-from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.errors import DecompError, DecompFileError, DecompValueError
 from ..utils.paths import CIFAR10_HUB_NAME, default_cifar10_dataset
 
 __all__ = ["ExploredModel", "open_explored", "resolve_dataset"]
@@ -45,6 +47,7 @@ class ExploredModel:
     examples: TopImages | None = None
     figures: list[Path] = field(default_factory=list)
     k1: int | None = None
+    thumbnails: Thumbnails | None = None  # the Class view's top images, saved by analyze (no dataset read)
 
     @property
     def label_names(self) -> list[str]:
@@ -65,6 +68,11 @@ def _figures(folder: Path) -> list[Path]:
 def _from_results(folder: Path, dataset: str | None) -> ExploredModel:
     run = ResultsFolder.load(folder)
     model_name = run.indices.metadata.get("base_model") or run.metrics.model.name
+    if _is_exported(Path(str(model_name)).expanduser()):
+        raise DecompValueError(
+            f"{folder / 'indices.json'} names base_model {model_name!r}, an exported decomposed model (it keeps only "
+            f"W_c[I_c], not the full final layer a results folder is explored with); explore that folder itself "
+            f"(`hf-decomp explore {model_name}`), or set base_model to the model the analysis ran on.")
     adapter = load_classifier(model_name)
     sets = run.indices.sets
     if adapter.num_features != run.indices.num_features or adapter.num_classes != run.indices.num_classes:
@@ -77,7 +85,21 @@ def _from_results(folder: Path, dataset: str | None) -> ExploredModel:
         name=model_name, adapter=adapter, index_sets=sets, head=head, has_full_weight=True,
         metrics=run.metrics.to_dict(),  # the same plain form an exported model's config metrics have
         dataset=resolve_dataset(dataset or evaluation.get("dataset")), eval_split=evaluation.get("split"),
-        statistics=run.statistics, examples=run.examples, figures=_figures(folder), k1=run.indices.metadata.get("k1"))
+        statistics=run.statistics, examples=run.examples, figures=_figures(folder), k1=run.indices.metadata.get("k1"),
+        thumbnails=_thumbnails(folder))
+
+
+def _thumbnails(folder: Path) -> Thumbnails | None:
+    path = folder / THUMBNAILS_FILE
+    if not path.is_file():
+        return None  # an older analyze: the Class view reads the images from the dataset
+    try:
+        return Thumbnails.load(folder)
+    except DecompError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise DecompFileError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                              f"delete it: the explorer then reads the top images from the dataset.") from e
 
 
 def _adapter_of_exported(model) -> ClassifierAdapter:
@@ -119,7 +141,19 @@ def _from_exported(folder: Path, name: str, dataset: str | None) -> ExploredMode
     return ExploredModel(
         name=name, adapter=adapter, index_sets=sets, head=head, has_full_weight=False, metrics=metrics,
         dataset=resolve_dataset(dataset or model.config.dataset), eval_split=metrics.get("eval_split"),
-        figures=_figures(folder), k1=model.config.k1)
+        figures=_figures(folder), k1=model.config.k1, **_carried_top_images(folder))
+
+
+def _carried_top_images(folder: Path) -> dict:
+    """The top images and their thumbnails an exported model carries (``hf-decomp export`` copies them)."""
+    if not ((folder / TOP_IMAGES_FILE).is_file() and (folder / THUMBNAILS_FILE).is_file()):
+        return {}
+    try:
+        examples = TopImages.load(folder)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise DecompFileError(f"{folder / TOP_IMAGES_FILE} is damaged ({type(e).__name__}: {e}); delete it and "
+                              f"{THUMBNAILS_FILE} to explore the model without top images.") from e
+    return {"examples": examples, "thumbnails": _thumbnails(folder)}
 
 
 def _is_exported(folder: Path) -> bool:

@@ -7,20 +7,19 @@ same file, so a figure is drawn once.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..studies.activation_maps import compute_activation_rows, plot_activation_grid
-from ..studies.histograms import plot_histogram_grid
-from ..studies.plotting import plt, save_figure
 from ..utils.markdown import markdown_table
 from .source import ExploredModel
+from .space_explorer import shared_features, strips_image
 
 __all__ = ["predict", "contribution_figure", "activation_figure", "class_summary", "histogram_figure",
-           "model_summary", "TOP"]
+           "model_summary", "strips_image", "TOP"]
 
 TOP = 5
 
@@ -50,6 +49,32 @@ def predict(explored: ExploredModel, image: Image.Image) -> dict:
             "contributions": contributions, "bias": float(explored.head.bias[predicted])}
 
 
+_PLOTTING_LOCK = threading.Lock()
+
+
+def import_pyplot() -> None:
+    """pyplot (Agg), before the app serves: Gradio switches matplotlib's backend around every request,
+    which breaks a pyplot import under way in a handler's thread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def _plotting():
+    """hf-decomp's plotting helpers on first use (the app starts without them), imported by one thread."""
+    with _PLOTTING_LOCK:
+        from ..studies.plotting import plt, save_figure
+    return plt, save_figure
+
+
+def warm_up() -> None:
+    """Import what the figures need (studies, matplotlib helpers), e.g. in a thread once the app serves."""
+    _plotting()
+    with _PLOTTING_LOCK:
+        from ..studies import activation_maps  # noqa: F401
+
+
 def _cached_path(cache_dir: Path, kind: str, *parts) -> Path:
     digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
     return Path(cache_dir) / f"{kind}-{digest}.png"
@@ -60,6 +85,7 @@ def contribution_figure(explored: ExploredModel, prediction: dict, cache_dir: Pa
     path = _cached_path(cache_dir, "contributions", prediction["predicted"], prediction["contributions"])
     if path.is_file():
         return path
+    plt, save_figure = _plotting()
     features = [f"#{j}" for j, _ in prediction["contributions"]]
     values = [v for _, v in prediction["contributions"]]
     fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * len(values) + 1.5), 2.6))
@@ -81,6 +107,9 @@ def activation_figure(explored: ExploredModel, image: Image.Image, cls: int, cac
     path = _cached_path(cache_dir, "maps", cls, hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest())
     if path.is_file():
         return path
+    _plotting()
+    from ..studies.activation_maps import compute_activation_rows, plot_activation_grid
+
     rows = compute_activation_rows(adapter, [(image.convert("RGB"), int(cls))], explored.index_sets)
     title = (f"class activation maps of '{explored.label_names[cls]}'" if explored.has_full_weight else
              "activation maps (exported model: W outside I_c is not stored, so the non-influential map is 0)")
@@ -90,7 +119,7 @@ def activation_figure(explored: ExploredModel, image: Image.Image, cls: int, cac
 def class_summary(explored: ExploredModel, c: int) -> dict:
     """The class's influential set and, for each of its features, the other classes that also use it."""
     sets = explored.index_sets
-    shared = {j: [explored.label_names[o] for o in range(len(sets)) if o != c and j in sets[o]] for j in sets[c]}
+    shared = {j: [explored.label_names[o] for o in others] for j, others in shared_features(sets, c).items()}
     return {"class": explored.label_names[c], "influential": list(sets[c]), "shared_with": shared}
 
 
@@ -111,7 +140,7 @@ def class_markdown(explored: ExploredModel, c: int) -> str:
 
 
 def histogram_figure(explored: ExploredModel, c: int, cache_dir: Path) -> Path | None:
-    """The class's top-k1 vote histogram (influential bins red), from the saved statistics."""
+    """The class's top-k1 vote histogram over all d features, influential bins red and labelled by index."""
     stats = explored.statistics
     if stats is None:
         return None
@@ -119,8 +148,27 @@ def histogram_figure(explored: ExploredModel, c: int, cache_dir: Path) -> Path |
     path = _cached_path(cache_dir, "histogram", c, k1)
     if path.is_file():
         return path
-    return plot_histogram_grid(stats.histogram(k1).cpu(), explored.index_sets, explored.label_names, [c], path, k1,
-                               title=f"top-{k1} votes of '{explored.label_names[c]}' (red: influential)")
+    plt, save_figure = _plotting()
+    counts = stats.histogram(k1)[c].double().cpu()
+    share = (counts / counts.sum().clamp(min=1)).numpy()
+    d = len(share)
+    influential = list(explored.index_sets[c])
+    colors = np.full(d, "#9aa5b1", dtype=object)
+    colors[influential] = "#d62728"
+    fig, ax = plt.subplots(figsize=(12, 4))
+    ax.bar(np.arange(d), share, width=1.0, color=list(colors))
+    for j in influential:
+        ax.annotate(f"#{j}", (j, share[j]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=10,
+                    color="#d62728")
+    ax.set_xlim(-0.5, d - 0.5)
+    ax.set_ylim(0, max(float(share.max()), 1e-9) * 1.18)
+    ax.set_xlabel("feature j", fontsize=11)
+    ax.set_ylabel(f"share of top-{k1} votes", fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.set_title(f"top-{k1} votes of '{explored.label_names[c]}' over its {int(counts.sum())} votes "
+                 f"(red: the influential set I_c)", fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def model_summary(explored: ExploredModel) -> str:
@@ -145,21 +193,3 @@ def model_summary(explored: ExploredModel) -> str:
 
 def _fmt(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def strips_figure(strips: list[tuple[str, list[tuple[Image.Image, str]]]], path: Path) -> Path:
-    """One row per feature (its title on the left) of thumbnails with captions: a feature's top images."""
-    columns = max(1, max(len(images) for _, images in strips))
-    fig, axes = plt.subplots(len(strips), columns, figsize=(0.95 * columns + 0.6, 1.25 * len(strips)),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_frame_on(False)
-    for row, (title, images) in enumerate(strips):
-        axes[row, 0].set_ylabel(title, fontsize=7)
-        for ax, (image, caption) in zip(axes[row], images):
-            ax.imshow(image)
-            ax.set_title(caption, fontsize=6)
-    fig.tight_layout()
-    return save_figure(fig, path, palette=True)

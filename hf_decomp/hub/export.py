@@ -7,12 +7,17 @@ import shutil
 from pathlib import Path
 
 from ..analysis.results import AnalysisMetrics
+from ..analysis.thumbnails import THUMBNAILS_FILE
+from ..analysis.top_images import TOP_IMAGES_FILE
 from ..method.indices import INDICES_JSON, InfluentialIndices
 from ..portable.decomposed_head import choose_kernel
 from ..portable.modeling_decomp import DecomposedForImageClassification
 from ..utils.errors import DecompFileError, DecompValueError
 from ..utils.files import staged_output_dir
 from .model_card import card_is_generated, public_name, write_model_card
+
+# Small: the top images' content keys and a thumbnail of each one the Class view shows (about 1 MB for CIFAR).
+_TOP_IMAGE_FILES = (TOP_IMAGES_FILE, TOP_IMAGES_FILE.replace(".safetensors", ".json"), THUMBNAILS_FILE)
 
 __all__ = ["build_decomposed_model", "save_decomposed_model", "write_extras", "indices_from_config",
            "summarize_metrics", "load_run"]
@@ -116,7 +121,8 @@ def save_decomposed_model(
         model: a :class:`DecomposedForImageClassification`.
         out_dir: the folder to write (refused when it holds files, unless ``overwrite``).
         overwrite_card: replace a hand-written README.md already in ``out_dir``.
-        figures_from: a folder whose ``*.png`` figures (histograms, overlaps) go into ``figures/``.
+        figures_from: a folder whose ``*.png`` figures (histograms, overlaps) go into ``figures/``, and whose
+            top images with their thumbnails (an analyze results folder's) are copied for the explorer.
         repo_id: the Hub repo the card's how-to-load snippet names.
     """
     out_dir = Path(out_dir)
@@ -130,6 +136,9 @@ def save_decomposed_model(
             (staging / "figures").mkdir()
             for png in pngs:
                 shutil.copy2(png, staging / "figures" / png.name)
+        for name in _TOP_IMAGE_FILES:  # the explorer's (and the Space's) Class view images
+            if figures_from and (Path(figures_from) / name).is_file():
+                shutil.copy2(Path(figures_from) / name, staging / name)
         if keep_readme is not None:
             (staging / "README.md").write_text(keep_readme, encoding="utf-8")
         else:

@@ -18,7 +18,7 @@ from ..utils.files import atomic_write_text
 from ..utils.markdown import markdown_table
 from ..utils.paths import hub_dataset_id, hub_model_id, public_name
 
-__all__ = ["render_model_card", "write_model_card", "card_is_generated", "public_name", "TEMPLATE_NAME", "template_path"]
+__all__ = ["render_model_card", "client_install_command", "write_model_card", "card_is_generated", "public_name", "TEMPLATE_NAME", "template_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,17 @@ def client_requirements(config) -> list[str]:
     else:
         lines.append("no timm: backbone and image processor are transformers' own")
     return lines
+
+
+def client_install_command(config) -> str:
+    """The one pip command a client needs (PyPI packages only: the model's code ships with it)."""
+    import transformers
+
+    version = getattr(config, "transformers_version", None) or transformers.__version__
+    packages = [f'"transformers>={version}"', "torch"]
+    if config.backbone_library == "timm" and getattr(config, "needs_timm_processor", True):
+        packages.append("timm")
+    return "pip install " + " ".join(packages)
 
 
 def _class_table(config) -> str:
@@ -180,6 +191,7 @@ def render_model_card(
         figures=list(figures),
         repo_id=repo_id or "path/to/this/folder",
         requirements=client_requirements(config),
+        install_command=client_install_command(config),
         citation=CITATION,
     )
 
