@@ -44,7 +44,8 @@ def test_an_old_exported_model_loads_with_the_library_classes(old):
     assert type(model).__module__ == "hf_decomp.portable.modeling_decomp"
     pixels, logits = _expected()
     with torch.no_grad():
-        assert torch.equal(model(pixels).logits, logits)
+        # kernels differ in the last bits between CPUs (AVX2 / AVX-512): equal to float rounding, not bit for bit
+        torch.testing.assert_close(model(pixels).logits, logits, rtol=1e-6, atol=1e-6)
 
 
 _REMOTE = """
@@ -61,7 +62,7 @@ model = AutoModelForImageClassification.from_pretrained("model_v0_1_0", trust_re
 assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
 tensors = load_file("expected_logits.safetensors")
 with torch.no_grad():
-    print(torch.equal(model(tensors["pixel_values"]).logits, tensors["logits"]))
+    print(torch.allclose(model(tensors["pixel_values"]).logits, tensors["logits"], rtol=1e-6, atol=1e-6))
 """
 
 
@@ -86,4 +87,5 @@ def test_an_old_results_folder_loads_and_exports_the_same_model(old):
     model = AutoModelForImageClassification.from_pretrained("new_export").eval()
     pixels, logits = _expected()
     with torch.no_grad():
-        assert torch.equal(model(pixels).logits, logits)
+        # kernels differ in the last bits between CPUs (AVX2 / AVX-512): equal to float rounding, not bit for bit
+        torch.testing.assert_close(model(pixels).logits, logits, rtol=1e-6, atol=1e-6)
