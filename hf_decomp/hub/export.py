@@ -86,7 +86,7 @@ def indices_from_config(config) -> InfluentialIndices:
 
 
 def write_extras(model, directory: str | Path) -> None:
-    """What ``save_pretrained`` adds with hf-decomp installed: the indices files and the model card
+    """What hf-decomp adds to ``model.save_pretrained(directory)``: the indices files and the model card
     (a hand-written README.md is kept)."""
     indices_from_config(model.config).save(directory)
     write_model_card(directory, model.config)
@@ -125,6 +125,7 @@ def save_decomposed_model(
                    and not card_is_generated(old_readme) else None)
     with staged_output_dir(out_dir, overwrite, inputs={"--indices": figures_from}) as staging:
         model.save_pretrained(staging)
+        indices_from_config(model.config).save(staging)
         pngs = sorted(Path(figures_from).glob("*.png")) if figures_from else []
         if pngs:
             (staging / "figures").mkdir()
