@@ -11,7 +11,7 @@ from ..method.indices import INDICES_JSON, InfluentialIndices
 from ..portable.decomposed_head import choose_kernel
 from ..portable.modeling_decomp import DecomposedForImageClassification
 from ..utils.errors import DecompFileError, DecompValueError
-from ..utils.files import staged_output_dir
+from ..utils.files import finish_replace_before_reading, staged_output_dir
 from .model_card import card_is_generated, public_name, write_model_card
 
 __all__ = ["build_decomposed_model", "save_decomposed_model", "write_extras", "indices_from_config",
@@ -95,6 +95,7 @@ def write_extras(model, directory: str | Path) -> None:
 def load_run(run_dir: str | Path) -> tuple[InfluentialIndices, AnalysisMetrics | None]:
     """The indices and (if present) the typed metrics.json of an ``hf-decomp analyze`` results folder."""
     run_dir = Path(run_dir)
+    finish_replace_before_reading(run_dir)  # a results folder a killed run left mid-replace: finish it first
     if not (run_dir / INDICES_JSON).is_file():
         raise DecompFileError(
             f"{str(run_dir)!r} holds no {INDICES_JSON}; give the --out folder of `hf-decomp analyze`."

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from ..portable.decomposed_head import pad_index_sets
 from ..portable.index_sets import as_index, check_index_sets
 from ..utils.errors import DecompFileError, DecompValueError
-from ..utils.files import atomic_write_json, normalize_permissions
+from ..utils.files import atomic_write_json, finish_replace_before_reading, normalize_permissions
 
 __all__ = ["InfluentialIndices", "INDICES_FORMAT", "INDICES_JSON", "INDICES_SAFETENSORS"]
 
@@ -103,6 +103,8 @@ class InfluentialIndices:
         naming the file, the problem and the fix.
         """
         path = Path(path)
+        if path.suffix != ".json":
+            finish_replace_before_reading(path)  # a folder a killed run left mid-replace: finish it first
         json_path = path / INDICES_JSON if path.is_dir() else path
         if not json_path.is_file():
             raise DecompFileError(f"No {INDICES_JSON} at {str(path)!r}; run `hf-decomp analyze` to create one.")

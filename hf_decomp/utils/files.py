@@ -8,14 +8,15 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputExistsError, OutputLocationError
+from .errors import DecompFileError, OutputExistsError, OutputLocationError
 
 __all__ = ["atomic_write_text", "atomic_write_json", "check_output_dir", "staged_output_dir",
-           "recover_interrupted_replace", "normalize_permissions"]
+           "recover_interrupted_replace", "finish_replace_before_reading", "normalize_permissions"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,45 @@ def recover_interrupted_replace(out_dir: str | Path) -> None:
             os.replace(backups[-1], out_dir)
             logger.warning("restored %s from %s, left by a run killed while replacing it", out_dir, backups[-1])
     _clean_dead_staging(out_dir)
+
+
+def finish_replace_before_reading(folder: str | Path, wait_s: float = 10.0) -> None:
+    """Readers (export, explore, load_indices): finish a replacement of ``folder`` that a kill interrupted,
+    as the next writer would, so a reader sees the complete new results instead of a missing folder.
+
+    A replacement under way (its writer alive) takes milliseconds: it is waited for up to ``wait_s``
+    seconds. Where it cannot be finished (the writer still runs, or this user may not rename there), one
+    line says what happened and how to finish it. Does nothing when no replacement was interrupted.
+    """
+    folder = Path(os.path.abspath(Path(folder).expanduser()))
+    journal = _journal_path(folder)
+    deadline = time.monotonic() + wait_s
+    while journal.is_file():
+        try:
+            entry = json.loads(journal.read_text())
+            host, pid = str(entry["host"]), int(entry["pid"])
+        except FileNotFoundError:
+            return  # its writer just finished
+        except (OSError, ValueError, KeyError, TypeError):
+            break  # recover_interrupted_replace says what to do with an unreadable journal
+        if not _alive(host, pid):
+            break
+        if time.monotonic() >= deadline:
+            raise DecompFileError(
+                f"{folder} is being replaced by process {pid} on {host} right now ({journal.name} beside it); read "
+                f"it once that run has finished.")
+        time.sleep(0.05)
+    else:
+        if folder.exists() or not folder.parent.is_dir() or not any(folder.parent.glob(f".{folder.name}.replaced-*")):
+            return  # nothing was interrupted (a backup without journal, from older versions, is put back below)
+    try:
+        recover_interrupted_replace(folder)
+    except PermissionError as e:
+        raise DecompFileError(
+            f"{folder} was left half replaced by a killed run (see {journal.name} and the hidden .{folder.name}.* "
+            f"folders beside it) and cannot be finished here ({e}). A user who may write {folder.parent} finishes "
+            f"it by reading or writing the folder with hf-decomp (e.g. `hf-decomp export --indices {folder} ...`)."
+        ) from e
 
 
 def _fsync_dir(folder: Path) -> None:
