@@ -35,6 +35,7 @@ _LAZY = {
     "DecomposedLinear": ".portable.decomposed_head",
     # hf_decomp.hub imports transformers and registers the Auto classes
     "DecompConfig": ".hub",
+    "DecompConfigError": ".hub",
     "DecomposedForImageClassification": ".hub",
     "load_indices": ".hub",
     "push_indices": ".hub",
