@@ -243,9 +243,9 @@ def test_a_pass_whose_loader_drops_rows_is_refused(color_dataset, tmp_path, monk
     """The feature pass checks its row count: a data loader that loses the last 2 of 24 rows fails the run."""
     import dataclasses
 
-    import hf_decomp.passes.features as features
     from helpers_models import save_tiny_timm_model
 
+    import hf_decomp.passes.features as features
     from hf_decomp import analyze
 
     def dropping_shard_split(split, process_index, num_processes):

@@ -29,8 +29,8 @@ HEAD_KERNELS = ("dense", "embedding-bag")
 class DecompConfigError(ValueError):
     """A config.json or model.safetensors that does not describe a valid decomposed model.
 
-    Defined here, not in hf-decomp's errors, so remote-code copies raise the same class; hf-decomp's
-    loaders turn it into a one-line ``DecompValueError``.
+    Defined here, not in hf-decomp's errors: this file runs as remote code where hf-decomp is not
+    installed. hf-decomp's loaders turn it into a one-line ``DecompValueError``.
     """
 
 
@@ -154,7 +154,7 @@ class DecompConfig(PretrainedConfig):
         return self.backbone_library == "timm" and not TIMM_FREE_PROCESSOR.match(self.architecture or "")
 
     def validate_decomposition(self) -> None:
-        """Raise `ValueError` naming the class and index when the index sets do not fit the model."""
+        """Raise `DecompConfigError` (a `ValueError`) naming the class and index when the index sets do not fit."""
         if self.backbone_library not in BACKBONE_LIBRARIES:
             raise DecompConfigError(
                 f"backbone_library={self.backbone_library!r} is not one of {', '.join(BACKBONE_LIBRARIES)}"
@@ -186,10 +186,10 @@ def _checked_index_sets(index_sets) -> list[list[int]]:
     """Lists of integer indices; floats (1.5 would silently become 1), strings and bools are refused."""
     if not isinstance(index_sets, (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in index_sets):
         raise DecompConfigError(f"index_sets must be one list of feature indices per class, got {index_sets!r:.80}; "
-                                       f"re-export the model.")
+                                f"re-export the model.")
     for c, subset in enumerate(index_sets):
         bad = [i for i in subset if not is_index(i)]
         if bad:
             raise DecompConfigError(f"class {c}: index_sets holds {bad[:5]}, not integer feature indices; "
-                                           f"re-export the model.")
+                                    f"re-export the model.")
     return [[as_index(i, f"class {c}") for i in subset] for c, subset in enumerate(index_sets)]
