@@ -110,4 +110,4 @@ def test_null_labels_are_named_with_their_count_and_rows(tiny_model, tmp_path, c
     assert line.endswith("[train]: label column 'label' has 2 null row(s) (rows 7, 21); drop or fill them "
                          "(e.g. dataset.filter(lambda r: r['label'] is not None)), or pick the label column with "
                          "--label-column.")
-    assert "-1" not in line
+    assert "[-1]" not in line and "Label -1" not in line
