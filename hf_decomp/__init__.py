@@ -37,6 +37,7 @@ _LAZY = {
     "RefitSettings": ".recovery.settings",
     # hf_decomp.hub imports transformers and registers the Auto classes
     "DecompConfig": ".hub",
+    "DecompConfigError": ".hub",
     "DecomposedForImageClassification": ".hub",
     "load_indices": ".hub",
     "push_indices": ".hub",

@@ -134,3 +134,21 @@ def test_cli_runs_and_reports_errors_without_traceback(color_dataset, tmp_path, 
     assert "already holds results" in capsys.readouterr().err
     assert main(["analyze", "--model", "nope_model", "--dataset", str(color_dataset), "--out", str(tmp_path / "x")]) == 2
     assert "Unknown model 'nope_model'" in capsys.readouterr().err
+
+
+def test_analyze_seed_reaches_the_noise_ablation(tmp_path):
+    """`--seed` seeds the ablation noise: another seed, other noise numbers; the same seed, the same ones.
+    (No --limit: the statistics, sets and accuracies are the same for every seed.)"""
+    from conftest import make_color_dataset
+
+    dataset = make_color_dataset(tmp_path / "colors", per_class=16)
+    model = save_tiny_timm_model(tmp_path / "tiny", input_size=16)
+    runs = {}
+    for name, seed in (("a", 1), ("b", 2), ("c", 1)):
+        assert main(["analyze", "--model", str(model), "--dataset", str(dataset), "--k1", "4", "--k2", "4",
+                     "--seed", str(seed), "--num-workers", "0", "--out", str(tmp_path / name)]) == 0
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    a, b, c = runs["a"], runs["b"], runs["c"]
+    assert a["decomposed_accuracy"] == b["decomposed_accuracy"] and a["full_accuracy"] == b["full_accuracy"]
+    assert a["noise_ablation"] == c["noise_ablation"]
+    assert a["noise_ablation"] != b["noise_ablation"]

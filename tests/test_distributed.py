@@ -227,6 +227,8 @@ def test_exact_once_check_and_single_process_reductions(color_dataset):
     check_exact_once(split, 24)
     with pytest.raises(RuntimeError, match="26 rows were read across processes but the split has 24"):
         check_exact_once(split, 26)
+    with pytest.raises(RuntimeError, match="22 rows were read across processes but the split has 24"):
+        check_exact_once(split, 22)  # dropped rows, not only duplicated ones
     check_exact_once(load_image_split(str(color_dataset), "test", streaming=True), 5)  # unsized: not checkable
     accelerator = SimpleNamespace(num_processes=1, device="cpu")
     tensors = {"a": torch.tensor([1, 2])}
@@ -235,6 +237,25 @@ def test_exact_once_check_and_single_process_reductions(color_dataset):
     raise_if_any_failed(None, accelerator)
     with pytest.raises(DecompValueError, match="boom"):
         raise_if_any_failed(DecompValueError("boom"), accelerator)
+
+
+def test_a_pass_whose_loader_drops_rows_is_refused(color_dataset, tmp_path, monkeypatch):
+    """The feature pass checks its row count: a data loader that loses the last 2 of 24 rows fails the run."""
+    import dataclasses
+
+    from helpers_models import save_tiny_timm_model
+
+    import hf_decomp.passes.features as features
+    from hf_decomp import analyze
+
+    def dropping_shard_split(split, process_index, num_processes):
+        return dataclasses.replace(split, dataset=split.dataset.select(range(split.num_rows - 2)))
+
+    monkeypatch.setattr(features, "shard_split", dropping_shard_split)
+    model = save_tiny_timm_model(tmp_path / "tiny", input_size=16)
+    rows = load_image_split(str(color_dataset), "train").num_rows
+    with pytest.raises(RuntimeError, match=f"{rows - 2} rows were read across processes but the split has {rows}"):
+        analyze(str(model), str(color_dataset), k1=4, k2=4, num_workers=0)
 
 
 @pytest.mark.parametrize("name, machines, processes", [("single_node_8gpu", 1, 8), ("two_nodes", 2, 16)])

@@ -215,3 +215,11 @@ def test_an_exported_specialist_runs_in_a_pipeline_where_hf_decomp_is_not_import
     assert predictions["cat"] == pytest.approx(float(expected[0]), abs=1e-5)
     card = (tmp_path / "model" / "README.md").read_text()
     assert "trust_remote_code=True" in card and "Protocol: fixed recipe" in card
+    # with hf-decomp installed, importing hf_decomp.hub registers the Auto classes: no remote code needed
+    import hf_decomp.hub  # noqa: F401
+    from transformers import pipeline
+
+    local = pipeline("image-classification", model=str(tmp_path / "model"))
+    assert type(local.model).__module__ == "hf_decomp.portable.modeling_specialist"
+    assert {p["label"]: p["score"] for p in local(str(tmp_path / "image.png"))}["cat"] == pytest.approx(
+        float(expected[0]), abs=1e-5)

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from hf_decomp import InfluentialIndices
+from hf_decomp.portable.configuration_decomp import DecompConfigError
 from hf_decomp.utils.errors import DecompValueError
 
 
@@ -125,7 +126,7 @@ def test_an_edited_exported_config_fails_at_load_with_one_line(exported, tmp_pat
     from transformers import AutoModelForImageClassification
 
     folder = _edited_copy(exported, tmp_path, **changes)
-    with pytest.raises(DecompValueError, match=message) as caught:
+    with pytest.raises(DecompConfigError, match=message) as caught:
         AutoModelForImageClassification.from_pretrained(folder)
     assert "\n" not in str(caught.value) and "Re-export the model" in str(caught.value).replace("re-export", "Re-export")
 

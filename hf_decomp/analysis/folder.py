@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from ..method.indices import INDICES_JSON, InfluentialIndices
 from ..method.statistics import ClassStatistics
 from ..utils.errors import DecompError, DecompFileError, DecompValueError
+from ..utils.files import finish_replace_before_reading
 from .results import AnalysisMetrics
 from .top_images import TOP_IMAGES_FILE, TopImages
 
@@ -36,6 +37,7 @@ class ResultsFolder:
     @classmethod
     def load(cls, path: str | Path) -> "ResultsFolder":
         path = Path(path)
+        finish_replace_before_reading(path)  # a results folder a killed run left mid-replace: finish it first
         if not is_results_folder(path):
             raise DecompFileError(f"{str(path)!r} is not an `hf-decomp analyze` results folder (it needs "
                                   f"{INDICES_JSON} and metrics.json); give the --out folder of analyze.")

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..data import ImageSplit, default_eval_split, load_image_split, split_names
+from ..data.datasets import unreadable_split_message
 from ..data.labels import align_labels
 from ..layers import FINAL, resolve_k, resolve_layers
 from ..method.criteria import list_criteria
@@ -163,6 +164,8 @@ def evaluate_decomposition(
         evaluator.update(features, labels, keys)
 
     info = resumable_pass(feature_pass, checkpoint, accumulate, tensors, split, accelerator)
+    if info["rows"] and info["skipped_images"] == info["rows"]:
+        raise DecompValueError(unreadable_split_message(split, info["rows"]))
     result = evaluator.result(adapter.label_names)
     result["skipped_images"] = info["skipped_images"]
     result["resized_images"] = info["resized_images"]
@@ -298,6 +301,8 @@ def _analyze(settings: AnalysisSettings, accelerator) -> AnalysisResult:
                 f"All {stats_info['nonfinite_samples']} features of {train.name} [{train.split}] are NaN/inf: "
                 f"the model produces non-finite features (a broken checkpoint, or fp16 overflow). Check the "
                 f"weights (--weights) and try without --mixed-precision.")
+        if stats_info["skipped_images"] and stats_info["skipped_images"] == stats_info.get("rows"):
+            raise DecompValueError(unreadable_split_message(train, stats_info["rows"]))
         raise DecompValueError(f"No readable labelled samples in {train.name} [{train.split}] "
                                f"({stats_info['skipped_images']} unreadable images skipped); nothing to analyze.")
     sets, empty = select_from_statistics(stats, k1=k1, k2=k2, coverage=coverage, criterion=method,

@@ -142,6 +142,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     model, result, metrics = finetune_recovered_head(adapter, fit, validation, test, head, metrics, settings=settings)
     with staged_output_dir(args.out, args.overwrite) as staging:
         model.save_pretrained(staging, safe_serialization=True)
+        from ..hub.export import write_extras
+
+        write_extras(model, staging)  # indices and model card, whatever was imported before
         atomic_write_json(staging / "metrics.json", metrics)
         atomic_write_json(staging / "finetune.json", {"metrics": result.metrics, "history": result.history})
     _print_accuracies(metrics, "fine-tuned", result.metrics["validation"]["accuracy"], metrics["finetuned_accuracy"])

@@ -21,7 +21,7 @@ from .labels import check_label_column, dataset_wnids
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ImageSplit", "load_image_split", "split_names", "default_eval_split"]
+__all__ = ["ImageSplit", "load_image_split", "split_names", "default_eval_split", "unreadable_split_message"]
 
 _IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values", "jpg", "png", "picture")
 _LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "cls", "target")
@@ -59,6 +59,15 @@ class ImageSplit:
     @property
     def num_rows(self) -> int | None:
         return None if self.streaming else len(self.dataset)
+
+    def image_column_kind(self) -> str:
+        """What the image column holds, for errors: 'images (datasets Image)', 'int64 values', ..."""
+        feature = (getattr(self.dataset, "features", None) or {}).get(self.image_column)
+        if isinstance(feature, datasets.Image):
+            return "images (datasets Image)"
+        if isinstance(feature, datasets.Value):
+            return f"{feature.dtype} values"
+        return type(feature).__name__ if feature is not None else "values of an undeclared type"
 
     def describe(self) -> dict:
         described = {"dataset": self.name, "split": self.split, "image_column": self.image_column,
@@ -254,3 +263,10 @@ def stream_subset(dataset: datasets.IterableDataset, limit: int, seed: int, imag
     return datasets.IterableDataset.from_generator(
         _bottom_k_rows, features=dataset.features,
         gen_kwargs={"dataset": dataset, "limit": limit, "seed": seed, "image_column": image_column})
+
+
+def unreadable_split_message(split: ImageSplit, rows: int) -> str:
+    """The one line for a split in which no image could be read: the column, what it holds, the fix."""
+    return (f"None of the {rows} rows of {split.name} [{split.split}] holds a readable image: the image column "
+            f"{split.image_column!r} holds {split.image_column_kind()}. Name the column of encoded images (bytes, "
+            f"paths or datasets Image) with --image-column, or check that the files are images.")

@@ -19,6 +19,7 @@ import re
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from ..utils.errors import DecompValueError
@@ -31,7 +32,8 @@ from .label_names import (
     read_label_map,
 )
 
-__all__ = ["INVALID_LABEL", "check_label_column", "label_index", "align_labels", "to_model_labels", "imagenet_wnids"]
+__all__ = ["INVALID_LABEL", "check_label_column", "label_index", "align_labels", "to_model_labels", "imagenet_wnids",
+           "null_label_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,18 @@ def label_index(value) -> int:
     if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
         return int(value)
     return INVALID_LABEL
+
+
+def null_label_rows(dataset, column: str | None) -> tuple[int, list[int]] | None:
+    """(how many, the first 10 row positions) of the null cells of ``column``; None when it has none or
+    they cannot be counted (a streamed split). Read on the error path only: one column of the split."""
+    if column is None or not isinstance(dataset, datasets.Dataset) or column not in (dataset.column_names or []):
+        return None
+    values = dataset.select_columns([column]).with_format("arrow")[:][column]
+    if not values.null_count:
+        return None
+    rows = pc.indices_nonzero(pc.is_null(values)).to_pylist()
+    return len(rows), rows[:10]
 
 
 def imagenet_wnids(names: list[str] | None) -> list[str] | None:

@@ -145,6 +145,8 @@ def normalize_pixels(pixels: torch.Tensor, scale: tuple | None) -> torch.Tensor:
     """
     if scale is None:
         return pixels
+    if pixels.numel() == 0:  # a batch in which no image was readable: nothing to normalise (the pass skips it)
+        return pixels.to(torch.float32)
     divisor, mean, std = scale
     pixels = pixels.to(torch.float32).div_(divisor)
     if mean is not None:

@@ -22,6 +22,7 @@ from ..method.statistics import ClassStatistics
 from ..models import ClassifierAdapter, load_classifier
 from ..portable.decomposed_head import DecomposedLinear
 from ..utils.errors import DecompError, DecompFileError, DecompValueError
+from ..utils.files import finish_replace_before_reading
 from ..utils.paths import CIFAR10_HUB_NAME, default_cifar10_dataset
 
 __all__ = ["ExploredModel", "open_explored", "resolve_dataset"]
@@ -174,6 +175,7 @@ def open_explored(run_or_model: str, dataset: str | None = None) -> ExploredMode
         dataset: where to read images from (default: the one the run or model records).
     """
     folder = Path(run_or_model).expanduser()
+    finish_replace_before_reading(folder)  # a folder a killed writer left mid-replace: finish it first
     if folder.is_dir():
         if is_results_folder(folder):
             return _from_results(folder, dataset)

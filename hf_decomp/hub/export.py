@@ -13,7 +13,7 @@ from ..method.indices import INDICES_JSON, InfluentialIndices
 from ..portable.decomposed_head import choose_kernel
 from ..portable.modeling_decomp import DecomposedForImageClassification
 from ..utils.errors import DecompFileError, DecompValueError
-from ..utils.files import staged_output_dir
+from ..utils.files import finish_replace_before_reading, staged_output_dir
 from .model_card import card_is_generated, public_name, write_model_card
 
 # Small: the top images' content keys and a thumbnail of each one the Class view shows (about 1 MB for CIFAR).
@@ -91,7 +91,7 @@ def indices_from_config(config) -> InfluentialIndices:
 
 
 def write_extras(model, directory: str | Path) -> None:
-    """What ``save_pretrained`` adds with hf-decomp installed: the indices files and the model card
+    """What hf-decomp adds to ``model.save_pretrained(directory)``: the indices files and the model card
     (a hand-written README.md is kept)."""
     indices_from_config(model.config).save(directory)
     write_model_card(directory, model.config)
@@ -100,6 +100,7 @@ def write_extras(model, directory: str | Path) -> None:
 def load_run(run_dir: str | Path) -> tuple[InfluentialIndices, AnalysisMetrics | None]:
     """The indices and (if present) the typed metrics.json of an ``hf-decomp analyze`` results folder."""
     run_dir = Path(run_dir)
+    finish_replace_before_reading(run_dir)  # a results folder a killed run left mid-replace: finish it first
     if not (run_dir / INDICES_JSON).is_file():
         raise DecompFileError(
             f"{str(run_dir)!r} holds no {INDICES_JSON}; give the --out folder of `hf-decomp analyze`."
@@ -131,6 +132,7 @@ def save_decomposed_model(
                    and not card_is_generated(old_readme) else None)
     with staged_output_dir(out_dir, overwrite, inputs={"--indices": figures_from}) as staging:
         model.save_pretrained(staging)
+        indices_from_config(model.config).save(staging)
         pngs = sorted(Path(figures_from).glob("*.png")) if figures_from else []
         if pngs:
             (staging / "figures").mkdir()

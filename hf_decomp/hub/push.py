@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
 
 from ..method.indices import INDICES_JSON, INDICES_SAFETENSORS, InfluentialIndices
 from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.files import finish_replace_before_reading
 
 __all__ = ["push_to_hub", "push_indices", "push_metric", "load_indices"]
 
@@ -199,6 +200,7 @@ def load_indices(
         >>> indices.sets[0]  # doctest: +SKIP
     """
     local = Path(path_or_repo_id).expanduser()
+    finish_replace_before_reading(local)  # a results folder a killed run left mid-replace: finish it first
     if local.exists():
         from ..layers.artifacts import layer_indices_dir
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from ..portable.decomposed_head import pad_index_sets
 from ..portable.index_sets import as_index, check_index_sets
 from ..utils.errors import DecompFileError, DecompValueError
-from ..utils.files import atomic_write_json, normalize_permissions
+from ..utils.files import atomic_write_file, atomic_write_json, finish_replace_before_reading
 
 __all__ = ["InfluentialIndices", "INDICES_FORMAT", "INDICES_JSON", "INDICES_SAFETENSORS"]
 
@@ -89,11 +89,9 @@ class InfluentialIndices:
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_json(directory / INDICES_JSON, self.to_json_dict())
         indices, valid = pad_index_sets(self.sets, self.num_features)
-        tmp = directory / f".{INDICES_SAFETENSORS}.tmp"
-        save_file({"indices": indices, "valid": valid}, tmp,
-                  metadata={"format": INDICES_FORMAT, "num_features": str(self.num_features)})
-        normalize_permissions(tmp)  # safetensors writes 0600
-        tmp.replace(directory / INDICES_SAFETENSORS)
+        metadata = {"format": INDICES_FORMAT, "num_features": str(self.num_features)}
+        atomic_write_file(directory / INDICES_SAFETENSORS,  # a temporary name of this writer's own, then rename
+                          lambda tmp: save_file({"indices": indices, "valid": valid}, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | Path) -> "InfluentialIndices":
@@ -103,6 +101,8 @@ class InfluentialIndices:
         naming the file, the problem and the fix.
         """
         path = Path(path)
+        if path.suffix != ".json":
+            finish_replace_before_reading(path)  # a folder a killed run left mid-replace: finish it first
         json_path = path / INDICES_JSON if path.is_dir() else path
         if not json_path.is_file():
             raise DecompFileError(f"No {INDICES_JSON} at {str(path)!r}; run `hf-decomp analyze` to create one.")

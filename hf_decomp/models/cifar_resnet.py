@@ -21,6 +21,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..portable.cifar_resnet import CifarResNet
 from ..utils.errors import DecompFileError, DecompValueError
+from ..utils.files import atomic_write_file
 from ..utils.paths import cache_dir, shared_dir
 
 __all__ = ["CifarResNet", "CIFAR10_LABELS", "convert_checkpoint"]
@@ -71,9 +72,9 @@ def convert_checkpoint(source: str | Path) -> Path:
                 f"use the original checkpoint (a dict with 'state_dict')."
             )
         tensors = {k: v.contiguous() for k, v in _strip_data_parallel(checkpoint).items()}
-        partial = target.with_suffix(".partial")
-        save_file(tensors, partial, metadata={"source": source.name})
-        partial.replace(target)
+        # Processes starting together on a cold cache all convert: each writes its own temporary file and
+        # renames it into place, so every reader finds one complete file.
+        atomic_write_file(target, lambda tmp: save_file(tensors, tmp, metadata={"source": source.name}))
     return target
 
 

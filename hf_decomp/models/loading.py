@@ -15,6 +15,7 @@ import collections
 import difflib
 import json
 import pickle
+import re
 from pathlib import Path
 
 import timm
@@ -34,6 +35,7 @@ ACCEPTED_MODEL_FORMS = (
     "'transformers:<org>/<repo>' or '<org>/<repo>' (AutoModelForImageClassification); "
     "or a local directory saved by timm or transformers"
 )
+_TERMINAL_STYLE = re.compile(r"\x1b\[[0-9;]*m")  # torch's bold text in its weights_only message
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".th", ".bin", ".ckpt")
 
 
@@ -145,6 +147,14 @@ def _create_timm_model(name: str, model_id: str, checkpoint, pretrained: bool) -
         ) from e
 
 
+def _unpickling_reason(error: Exception) -> str:
+    """One line for a refused or broken pickle: torch's 'Unsupported global: ...' line where it gives one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+    reason = _TERMINAL_STYLE.sub('', reason).split(" Please use")[0]  # not torch's allowlisting advice
+    return f"{type(error).__name__}: {reason}"
+
+
 def _timm_from_checkpoint(arch: str, checkpoint: Path) -> nn.Module:
     if not checkpoint.is_file():
         raise DecompFileError(f"Checkpoint {str(checkpoint)!r} does not exist.")
@@ -152,7 +162,7 @@ def _timm_from_checkpoint(arch: str, checkpoint: Path) -> nn.Module:
         state_dict = timm.models.load_state_dict(str(checkpoint), weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, ValueError) as e:
         raise DecompValueError(
-            f"Could not read checkpoint {checkpoint} safely ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"Could not read checkpoint {checkpoint} safely ({_unpickling_reason(e)}). "
             f"Only tensors are loaded (weights_only=True); re-save it as a plain state dict or safetensors."
         ) from e
     classifier_keys = timm.models.get_pretrained_cfg_value(arch.split(".")[0], "classifier") or "fc"
@@ -267,6 +277,8 @@ def adapt_transformers_model(model_or_path, name: str | None = None, processor=N
     """Wrap an ``AutoModelForImageClassification`` model (or load one from a Hub id / folder)."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    from ..portable.configuration_decomp import DecompConfigError
+
     if isinstance(model_or_path, (str, Path)):
         name = name or str(model_or_path)
         try:
@@ -279,6 +291,13 @@ def adapt_transformers_model(model_or_path, name: str | None = None, processor=N
                 f"Could not load transformers model {name!r}: {e}. Offline, pass a local folder "
                 f"written by save_pretrained (model and image processor)."
             ) from e
+        except pickle.UnpicklingError as e:  # a pytorch_model.bin holding more than tensors
+            raise DecompValueError(
+                f"Could not read the weights of transformers model {name!r} safely ({_unpickling_reason(e)}). "
+                f"Only tensors are loaded (weights_only=True); re-save it with save_pretrained (model.safetensors)."
+            ) from e
+        except DecompConfigError as e:  # a decomposed model's config.json / weights edited out of shape
+            raise DecompValueError(f"{name}: {e}") from e
     else:
         model = model_or_path
         name = name or getattr(model.config, "name_or_path", None) or type(model).__name__
@@ -343,7 +362,9 @@ def _adapt_timm_wrapper(wrapper: nn.Module, name: str) -> ClassifierAdapter:
     labels are the wrapper's ``id2label`` (what transformers users see)."""
     timm_model = wrapper.timm_model
     # The wrapper's config.json pretrained_cfg (what its TimmWrapperImageProcessor reads) is the truth.
-    cfg = {**(getattr(timm_model, "pretrained_cfg", None) or {}), **(wrapper.config.pretrained_cfg or {})}
+    # A wrapper built from a TimmWrapperConfig and saved has none: then the timm model's own cfg is used.
+    wrapper_cfg = getattr(wrapper.config, "pretrained_cfg", None) or {}
+    cfg = {**(getattr(timm_model, "pretrained_cfg", None) or {}), **wrapper_cfg}
     cfg.setdefault("architecture", wrapper.config.architecture)
     timm_model.pretrained_cfg = cfg
     adapter = adapt_timm_model(timm_model, name=name)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from ..data import ImageSplit
 from ..models import ClassifierAdapter
 from ..utils.errors import DecompValueError
-from ..utils.files import atomic_write_json
+from ..utils.files import atomic_write_json, new_staging_dir, normalize_permissions, publish_dir
 from ..utils.paths import cache_dir
 from .features import FeaturePass, make_accelerator
 from .fingerprint import data_fingerprint, explain_key_difference, weights_digest
@@ -98,12 +98,23 @@ class FeatureCache:
             raise DecompValueError(f"{self.directory} holds files but is not an hf-decomp feature cache "
                                    f"({', '.join(foreign[:3])}); choose an empty or new --cache-dir.")
 
+    def holds(self, key: dict) -> bool:
+        """True when the folder is a complete cache made for ``key`` (False when damaged or missing)."""
+        try:
+            return self.is_complete() and self.meta().get("key") == key
+        except DecompValueError:
+            return False
+
     def write(self, batches, key: dict, shard_size: int = 65_536) -> None:
-        """Write batches of (features, labels, keys) into shards, then mark the cache complete."""
+        """Write batches of (features, labels, keys) into shards, then mark the cache complete.
+
+        Everything is written in a folder of this writer's own and renamed into place whole: processes
+        filling the same cache at once never write into each other's files, and a complete cache for the
+        same key that another process put there first is kept (readers may be reading it).
+        """
         if self.directory.exists():
             self._check_only_cache_files()
-            shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True)
+        staging = new_staging_dir(self.directory)
         buffered, labels, keys, count, shards = [], [], [], 0, 0
 
         def flush():
@@ -111,19 +122,26 @@ class FeatureCache:
             if buffered:
                 save_file({"features": torch.cat(buffered).contiguous(), "labels": torch.cat(labels).contiguous(),
                            "keys": torch.cat(keys).contiguous()},
-                          self.directory / f"shard-{shards:05d}.safetensors")
+                          staging / f"shard-{shards:05d}.safetensors")
                 shards += 1
                 buffered, labels, keys = [], [], []
 
-        for features, batch_labels, batch_keys in batches:
-            buffered.append(features.detach().float().cpu())
-            labels.append(batch_labels.detach().long().cpu())
-            keys.append(batch_keys.detach().long().cpu())
-            count += features.shape[0]
-            if sum(b.shape[0] for b in buffered) >= shard_size:
-                flush()
-        flush()
-        atomic_write_json(self.meta_path, {"key": key, "num_samples": count, "num_shards": shards, "complete": True})
+        try:
+            for features, batch_labels, batch_keys in batches:
+                buffered.append(features.detach().float().cpu())
+                labels.append(batch_labels.detach().long().cpu())
+                keys.append(batch_keys.detach().long().cpu())
+                count += features.shape[0]
+                if sum(b.shape[0] for b in buffered) >= shard_size:
+                    flush()
+            flush()
+            atomic_write_json(staging / "meta.json",
+                              {"key": key, "num_samples": count, "num_shards": shards, "complete": True})
+            normalize_permissions(staging)
+            publish_dir(staging, self.directory, lambda folder: FeatureCache(folder).holds(key))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def iter_shards(self, with_keys: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
         """(features, labels) per shard; with ``with_keys`` (features, labels, keys)."""

@@ -7,6 +7,7 @@ import logging
 import torch
 
 from ..data import ImageSplit
+from ..data.labels import null_label_rows
 from ..models import ClassifierAdapter
 from ..utils.errors import DecompValueError
 from .distributed import check_exact_once, per_process, raise_if_any_failed, reduce_count, reduce_sum_
@@ -22,6 +23,15 @@ logger = logging.getLogger(__name__)
 def check_labels(labels: torch.Tensor, num_classes: int, split: ImageSplit) -> None:
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         bad = sorted({int(v) for v in labels if not 0 <= int(v) < num_classes})[:10]
+        nulls = null_label_rows(split.dataset, split.label_column) if -1 in bad else None
+        if nulls is not None:  # read as -1 ("no label"), but the cells are empty: say so, and where
+            count, rows = nulls
+            where = ", ".join(map(str, rows)) + (", ..." if count > len(rows) else "")
+            raise DecompValueError(
+                f"{split.name} [{split.split}]: label column {split.label_column!r} has {count} null row(s) (rows "
+                f"{where}); drop or fill them (e.g. dataset.filter(lambda r: r[{split.label_column!r}] is not None)), "
+                f"or pick the label column with --label-column."
+            )
         raise DecompValueError(
             f"{split.name} [{split.split}] has labels {bad} outside the model's {num_classes} classes "
             f"[0, {num_classes}); use a dataset labelled for this model, or pick the label column with --label-column."

@@ -13,7 +13,7 @@ from transformers import PretrainedConfig
 
 from .index_sets import as_index, check_index_sets, is_index
 
-__all__ = ["DecompConfig"]
+__all__ = ["DecompConfig", "DecompConfigError"]
 
 # No image backbone pools a million features; a larger num_features is an edited or damaged config.json
 # and would allocate terabytes at the first forward.
@@ -24,6 +24,14 @@ BACKBONE_LIBRARIES = ("timm", "transformers")
 # exported image processor is transformers' own ViTImageProcessor, so clients need no timm to preprocess.
 TIMM_FREE_PROCESSOR = re.compile(r"^cifar(?:10|100)_resnet\d+$")
 HEAD_KERNELS = ("dense", "embedding-bag")
+
+
+class DecompConfigError(ValueError):
+    """A config.json or model.safetensors that does not describe a valid decomposed model.
+
+    Defined here, not in hf-decomp's errors: this file runs as remote code where hf-decomp is not
+    installed. hf-decomp's loaders turn it into a one-line ``DecompValueError``.
+    """
 
 
 class DecompConfig(PretrainedConfig):
@@ -79,9 +87,9 @@ class DecompConfig(PretrainedConfig):
     """
 
     model_type = "decomp"
-    # The ValueError subclass bad configs raise; hf_decomp.hub sets its DecompValueError (this file imports
-    # nothing from hf-decomp, so that it runs as remote code where hf-decomp is not installed).
-    error_class = ValueError
+    # What register_for_auto_class() would set, in the class itself (not by whoever imports it first):
+    # save_pretrained writes the auto_map and copies this file, so folders load with trust_remote_code=True.
+    _auto_class = "AutoConfig"
 
     def __init__(
         self,
@@ -146,27 +154,27 @@ class DecompConfig(PretrainedConfig):
         return self.backbone_library == "timm" and not TIMM_FREE_PROCESSOR.match(self.architecture or "")
 
     def validate_decomposition(self) -> None:
-        """Raise `ValueError` naming the class and index when the index sets do not fit the model."""
+        """Raise `DecompConfigError` (a `ValueError`) naming the class and index when the index sets do not fit."""
         if self.backbone_library not in BACKBONE_LIBRARIES:
-            raise self.error_class(
+            raise DecompConfigError(
                 f"backbone_library={self.backbone_library!r} is not one of {', '.join(BACKBONE_LIBRARIES)}"
             )
         if self.head_kernel not in HEAD_KERNELS:
-            raise self.error_class(f"head_kernel={self.head_kernel!r} is not one of {', '.join(HEAD_KERNELS)}")
+            raise DecompConfigError(f"head_kernel={self.head_kernel!r} is not one of {', '.join(HEAD_KERNELS)}")
         if self.index_sets is None:
             return  # a bare config (e.g. AutoConfig.for_model) describes no decomposition yet
         if not _is_int(self.num_features) or not 1 <= self.num_features <= MAX_NUM_FEATURES:
-            raise self.error_class(
+            raise DecompConfigError(
                 f"num_features={self.num_features!r} must be the positive feature width d, an integer <= {MAX_NUM_FEATURES}; "
                 f"config.json was edited or damaged. Re-export the model."
             )
         if len(self.index_sets) != self.num_labels:
-            raise self.error_class(
+            raise DecompConfigError(
                 f"config has {len(self.index_sets)} index sets but {self.num_labels} classes (id2label); "
                 f"expected one index set per class. Re-export the model from its indices."
             )
         names = [(self.id2label or {}).get(c, f"class_{c}") for c in range(len(self.index_sets))]
-        check_index_sets(self.index_sets, int(self.num_features), label_names=names, error=self.error_class,
+        check_index_sets(self.index_sets, int(self.num_features), label_names=names, error=DecompConfigError,
                          fix="; the index sets do not belong to this backbone")
 
 
@@ -177,11 +185,11 @@ def _is_int(value) -> bool:
 def _checked_index_sets(index_sets) -> list[list[int]]:
     """Lists of integer indices; floats (1.5 would silently become 1), strings and bools are refused."""
     if not isinstance(index_sets, (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in index_sets):
-        raise DecompConfig.error_class(f"index_sets must be one list of feature indices per class, got {index_sets!r:.80}; "
-                                       f"re-export the model.")
+        raise DecompConfigError(f"index_sets must be one list of feature indices per class, got {index_sets!r:.80}; "
+                                f"re-export the model.")
     for c, subset in enumerate(index_sets):
         bad = [i for i in subset if not is_index(i)]
         if bad:
-            raise DecompConfig.error_class(f"class {c}: index_sets holds {bad[:5]}, not integer feature indices; "
-                                           f"re-export the model.")
+            raise DecompConfigError(f"class {c}: index_sets holds {bad[:5]}, not integer feature indices; "
+                                    f"re-export the model.")
     return [[as_index(i, f"class {c}") for i in subset] for c, subset in enumerate(index_sets)]

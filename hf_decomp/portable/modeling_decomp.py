@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 from .cifar_resnet import CifarResNet, cifar_resnet_depth
-from .configuration_decomp import DecompConfig
+from .configuration_decomp import DecompConfig, DecompConfigError
 from .decomposed_head import DecomposedLinear
 
 __all__ = ["DecomposedForImageClassification", "DecomposedClassifierOutput"]
@@ -125,8 +125,9 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         ```
     """
 
-    # Set by hf_decomp.hub (not present in remote-code copies): writes the indices and the model card.
-    _save_extras_hook = None
+    # In the class itself, as register_for_auto_class would set it: save_pretrained copies the code files
+    # and writes the auto_map whether or not hf_decomp.hub was imported.
+    _auto_class = "AutoModelForImageClassification"
 
     def __init__(self, config: DecompConfig):
         super().__init__(config)
@@ -168,14 +169,17 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         labels: torch.LongTensor | None = None,
         output_contributions: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> DecomposedClassifierOutput | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             class ids; when given, the cross-entropy loss is returned.
         output_contributions (`bool`, *optional*, defaults to `False`):
             also return the pooled features and, per class, the contribution of each kept feature.
+        return_dict (`bool`, *optional*):
+            a [`DecomposedClassifierOutput`] (true) or a tuple (false); defaults to `config.return_dict`.
         """
+        # No **kwargs: a misspelled argument (output_contribution=True) is a TypeError, not silently ignored.
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         features = self.extract_features(pixel_values)
         logits = self.head(features.to(self.head.kept_weight.dtype))
         loss = None
@@ -186,9 +190,7 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
             loss=loss, logits=logits, features=features if output_contributions else None,
             contributions=contributions,
         )
-        if return_dict is False:
-            return output.to_tuple()
-        return output
+        return output if return_dict else output.to_tuple()
 
     # ---- building and saving ---------------------------------------------------------------------
     @classmethod
@@ -251,8 +253,8 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         return model.eval()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """``PreTrainedModel.save_pretrained`` plus the preprocessor config (and, with hf-decomp
-        installed, the indices files and the model card)."""
+        """``PreTrainedModel.save_pretrained`` plus the preprocessor config. The same files whatever else is
+        imported; ``hf_decomp.hub.save_decomposed_model`` adds the indices files and the model card."""
         super().save_pretrained(save_directory, *args, **kwargs)
         umask = os.umask(0)
         os.umask(umask)
@@ -264,9 +266,6 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
             with open(os.path.join(save_directory, PREPROCESSOR_CONFIG_NAME), "w", encoding="utf-8") as f:
                 json.dump(processor, f, indent=2, sort_keys=True)
                 f.write("\n")
-        hook = type(self)._save_extras_hook
-        if hook is not None:
-            hook(self, save_directory)
 
     def preprocessor_dict(self) -> dict | None:
         """The image processor config: timm's eval transform for timm backbones, else the backbone's own."""
@@ -291,23 +290,23 @@ class DecomposedForImageClassification(DecomposedPreTrainedModel):
         except RuntimeError as e:
             if "mismatched" not in str(e) and "size mismatch" not in str(e):
                 raise
-            raise DecompConfig.error_class(
+            raise DecompConfigError(
                 "model.safetensors holds tensors whose sizes differ from what config.json describes (index_sets, "
                 "id2label or the backbone); one of the two files was edited. Re-export the model."
             ) from e
         if info.get("missing_keys"):
-            raise DecompConfig.error_class(
+            raise DecompConfigError(
                 f"The checkpoint lacks weights {sorted(info['missing_keys'])[:10]}; it does not belong to this "
                 f"config (architecture={model.config.architecture!r}). Re-export the model."
             )
         if model.head.index_sets() != model.config.index_sets:
-            raise DecompConfig.error_class(
+            raise DecompConfigError(
                 "model.safetensors holds index sets that differ from config.json's index_sets; one of the two "
                 "files was edited. Re-export the model."
             )
         width = model.backbone_feature_width()
         if width is not None and width != model.config.num_features:
-            raise DecompConfig.error_class(
+            raise DecompConfigError(
                 f"config.json says num_features={model.config.num_features}, but its backbone "
                 f"({model.config.architecture or model.config.backbone_head_path}) yields {width} features; "
                 f"config.json was edited. Re-export the model."

@@ -136,15 +136,19 @@ class SpecialistForImageClassification(SpecialistPreTrainedModel):
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.LongTensor | None = None,
-                return_dict: bool | None = None, **kwargs) -> ImageClassifierOutputWithNoAttention | tuple:
+                return_dict: bool | None = None) -> ImageClassifierOutputWithNoAttention | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             positions in ``config.class_ids``; when given, the cross-entropy loss is returned.
+        return_dict (`bool`, *optional*):
+            an [`ImageClassifierOutputWithNoAttention`] (true) or a tuple (false); defaults to `config.return_dict`.
         """
+        # No **kwargs: a misspelled argument is a TypeError, not silently ignored (as transformers' models).
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         logits = self.backbone(pixel_values)
         loss = F.cross_entropy(logits.float(), labels.to(logits.device).view(-1)) if labels is not None else None
         output = ImageClassifierOutputWithNoAttention(loss=loss, logits=logits)
-        return output.to_tuple() if return_dict is False else output
+        return output if return_dict else output.to_tuple()
 
     @classmethod
     def from_pruned(cls, pruned: nn.Module, *, architecture: str, pretrained_cfg: dict, class_ids: list[int],

@@ -8,14 +8,16 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputExistsError, OutputLocationError
+from .errors import DecompFileError, OutputExistsError, OutputLocationError
 
-__all__ = ["atomic_write_text", "atomic_write_json", "check_output_dir", "staged_output_dir",
-           "recover_interrupted_replace", "normalize_permissions"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_file", "new_staging_dir", "publish_dir",
+           "check_output_dir",
+           "staged_output_dir", "recover_interrupted_replace", "finish_replace_before_reading", "normalize_permissions"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,60 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_file(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` on a temporary name unique to this writer (host, pid, random), then rename it to ``path``.
+
+    Several processes may write the same file at once (a cache on a fresh machine): none shares another's
+    temporary file, and a reader sees one writer's complete file or none, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_host()}-{os.getpid()}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def new_staging_dir(target: Path) -> Path:
+    """An empty folder beside ``target``, named for this writer (host, pid), in which to build ``target``'s
+    contents; staging folders of writers on this machine that died are removed first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_dead_staging(target)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-{_host()}-{os.getpid()}-"))
+    os.chmod(staging, _default_mode(directory=True))
+    return staging
+
+
+def publish_dir(staging: Path, target: Path, is_complete: Callable[[Path], bool]) -> bool:
+    """Rename the fully written folder ``staging`` to ``target``, unless another writer already put a complete
+    one there (then ``staging`` is removed: the first complete folder stays, readers may be using it).
+
+    An incomplete ``target`` (left by an interrupted write) is moved aside and replaced. Returns whether
+    ``staging`` was published.
+    """
+    for _ in range(3):
+        try:
+            os.rename(staging, target)  # atomic; refused while target is a non-empty folder
+            return True
+        except OSError:
+            if is_complete(target):
+                shutil.rmtree(staging, ignore_errors=True)
+                return False
+            aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.stale-{_host()}-{os.getpid()}-"))
+            try:
+                os.replace(target, aside)  # aside is empty: replaced by the incomplete folder
+            except FileNotFoundError:
+                pass  # another writer moved it first
+            shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"could not put {staging} in place of {target}: other writers kept replacing it")
 
 
 def _resolved(path: str | Path) -> Path:
@@ -193,6 +249,45 @@ def recover_interrupted_replace(out_dir: str | Path) -> None:
             os.replace(backups[-1], out_dir)
             logger.warning("restored %s from %s, left by a run killed while replacing it", out_dir, backups[-1])
     _clean_dead_staging(out_dir)
+
+
+def finish_replace_before_reading(folder: str | Path, wait_s: float = 10.0) -> None:
+    """Readers (export, explore, load_indices): finish a replacement of ``folder`` that a kill interrupted,
+    as the next writer would, so a reader sees the complete new results instead of a missing folder.
+
+    A replacement under way (its writer alive) takes milliseconds: it is waited for up to ``wait_s``
+    seconds. Where it cannot be finished (the writer still runs, or this user may not rename there), one
+    line says what happened and how to finish it. Does nothing when no replacement was interrupted.
+    """
+    folder = Path(os.path.abspath(Path(folder).expanduser()))
+    journal = _journal_path(folder)
+    deadline = time.monotonic() + wait_s
+    while journal.is_file():
+        try:
+            entry = json.loads(journal.read_text())
+            host, pid = str(entry["host"]), int(entry["pid"])
+        except FileNotFoundError:
+            return  # its writer just finished
+        except (OSError, ValueError, KeyError, TypeError):
+            break  # recover_interrupted_replace says what to do with an unreadable journal
+        if not _alive(host, pid):
+            break
+        if time.monotonic() >= deadline:
+            raise DecompFileError(
+                f"{folder} is being replaced by process {pid} on {host} right now ({journal.name} beside it); read "
+                f"it once that run has finished.")
+        time.sleep(0.05)
+    else:
+        if folder.exists() or not folder.parent.is_dir() or not any(folder.parent.glob(f".{folder.name}.replaced-*")):
+            return  # nothing was interrupted (a backup without journal, from older versions, is put back below)
+    try:
+        recover_interrupted_replace(folder)
+    except PermissionError as e:
+        raise DecompFileError(
+            f"{folder} was left half replaced by a killed run (see {journal.name} and the hidden .{folder.name}.* "
+            f"folders beside it) and cannot be finished here ({e}). A user who may write {folder.parent} finishes "
+            f"it by reading or writing the folder with hf-decomp (e.g. `hf-decomp export --indices {folder} ...`)."
+        ) from e
 
 
 def _fsync_dir(folder: Path) -> None:
