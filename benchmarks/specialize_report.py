@@ -73,7 +73,7 @@ def _mean(values):
 
 def tables(rows: list[dict]) -> str:
     """Per model and budget: subsets x criteria, and the mean over subsets every criterion finished."""
-    lines = ["# Class specialists on CIFAR-10 subsets", "",
+    lines = ["## Class specialists on CIFAR-10 subsets", "",
              "Accuracy (%) among the subset's classes on the CIFAR-10 test images of those classes. Per criterion: "
              "protocol **fixed-recipe** (one distillation recipe fixed before the study, last epoch, nothing chosen; "
              "all test images of the subset). Column *chosen on half*: protocol **test-half-crossfit** (the criterion "
@@ -87,7 +87,7 @@ def tables(rows: list[dict]) -> str:
         for budget, cells in sorted(per_budget.items(), reverse=True):
             criteria = sorted({c for _, c in cells if c != CHOSEN}) + ([CHOSEN] if any(c == CHOSEN for _, c in cells) else [])
             subsets = sorted({s for s, _ in cells})
-            lines += [f"## {model}, budget {budget} of the MACs, {allocation} allocation", "",
+            lines += [f"### {model}, budget {budget} of the MACs, {allocation} allocation", "",
                       "| subset | full | " + " | ".join(criteria) + " |",
                       "|---|---|" + "---|" * len(criteria)]
             complete = [s for s in subsets if all((s, c) in cells for c in criteria)]
@@ -110,7 +110,7 @@ def tables(rows: list[dict]) -> str:
 
 def targets(rows: list[dict]) -> str:
     """The issue's targets, each with the measured number (means over the subsets that finished)."""
-    lines = ["## Targets", ""]
+    lines = ["### Targets", ""]
 
     def cells(model, budget, criterion):
         return {",".join(r["classes"]): r for r in rows

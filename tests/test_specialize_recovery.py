@@ -216,8 +216,9 @@ def test_an_exported_specialist_runs_in_a_pipeline_where_hf_decomp_is_not_import
     card = (tmp_path / "model" / "README.md").read_text()
     assert "trust_remote_code=True" in card and "Protocol: fixed recipe" in card
     # with hf-decomp installed, importing hf_decomp.hub registers the Auto classes: no remote code needed
-    import hf_decomp.hub  # noqa: F401
     from transformers import pipeline
+
+    import hf_decomp.hub  # noqa: F401
 
     local = pipeline("image-classification", model=str(tmp_path / "model"))
     assert type(local.model).__module__ == "hf_decomp.portable.modeling_specialist"
