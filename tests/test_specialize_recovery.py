@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hf_decomp.metrics.crossfit import crossfit_choice, half_standard_error, stratified_halves
 from hf_decomp.portable.modeling_specialist import SpecialistForImageClassification
 from hf_decomp.specialize import distill as distill_module
+from hf_decomp.specialize.api import resume_folder
 from hf_decomp.specialize.criteria import CriterionInputs, score_groups
 from hf_decomp.specialize.distill import DistillRecipe, augment_batch, distill_specialist
 from hf_decomp.specialize.export import save_specialist
@@ -224,3 +225,13 @@ def test_an_exported_specialist_runs_in_a_pipeline_where_hf_decomp_is_not_import
     assert type(local.model).__module__ == "hf_decomp.portable.modeling_specialist"
     assert {p["label"]: p["score"] for p in local(str(tmp_path / "image.png"))}["cat"] == pytest.approx(
         float(expected[0]), abs=1e-5)
+
+
+def test_the_resume_folder_changes_with_every_setting_that_shapes_the_network():
+    base = dict(classes="cat,dog", macs=0.3, out="runs/x")
+    folder = resume_folder(SpecializeSettings(**base))
+    assert folder.parent.name == "x.resume"
+    assert resume_folder(SpecializeSettings(**base, criterion=["magnitude"], overwrite=True)) == folder
+    for change in ({"macs": 0.2}, {"classes": "cat,frog"}, {"epochs": 3}, {"seed": 1}, {"allocation": "uniform"},
+                   {"train_per_class": 10}):
+        assert resume_folder(SpecializeSettings(**{**base, **change})) != folder, change

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -29,10 +31,16 @@ from .settings import SpecializeSettings
 __all__ = ["specialize", "resume_folder"]
 
 
-def resume_folder(out: str | Path) -> Path:
-    """Where an unfinished run keeps its scores and per-epoch checkpoints (removed once the model is saved)."""
-    out = Path(out)
-    return out.with_name(f"{out.name}.resume")
+def resume_folder(settings: SpecializeSettings) -> Path:
+    """Where an unfinished run keeps its scores and per-epoch checkpoints (removed once the model is saved).
+
+    One subfolder per combination of the settings that shape the networks, so a run with another
+    budget, class subset or recipe starts afresh instead of resuming a different network.
+    """
+    shaping = {k: v for k, v in settings.to_dict().items() if k not in ("criterion", "out", "overwrite", "batch_size")}
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    out = Path(settings.out)
+    return out.with_name(f"{out.name}.resume") / digest
 
 
 def _latency(net, input_size) -> dict:
@@ -73,7 +81,7 @@ def specialize(settings: SpecializeSettings | None = None, /, progress: bool = T
     full_macs = count_macs(model, input_size)
     network = restricted_network(model, class_ids)
     check_budget(network, input_size, settings.macs, full_macs)
-    folder = resume_folder(settings.out) if settings.out is not None else None
+    folder = resume_folder(settings) if settings.out is not None else None
     phases = tqdm(total=2 + len(settings.criterion), desc="specialize", unit="phase", disable=not progress)
     phases.set_postfix_str("decoding images")
     data = load_specialist_data(load_image_split(settings.dataset, settings.stats_split),
@@ -128,7 +136,7 @@ def specialize(settings: SpecializeSettings | None = None, /, progress: bool = T
         metrics={r["name"]: {k: v for k, v in r.items() if k != "history"} for r in table})
     if settings.out is not None:
         save_specialist(exported, settings.out, table, report, overwrite=settings.overwrite)
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder.parent, ignore_errors=True)
     phases.update(1)
     phases.close()
     return {"model": exported, "table": table, "report": report}
