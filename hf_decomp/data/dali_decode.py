@@ -96,8 +96,10 @@ class DaliDecoder:
             resized = 0
             for i, kind in enumerate(kinds):
                 if kind == "resize":
-                    size = fn.external_source(name=f"step{i}", dtype=types.FLOAT, ndim=1)
-                    images = fn.resize(images, size=size, interp_type=_interp(modes[resized]), antialias=True)
+                    height = fn.external_source(name=f"step{i}y", dtype=types.FLOAT, ndim=0)
+                    width = fn.external_source(name=f"step{i}x", dtype=types.FLOAT, ndim=0)
+                    images = fn.resize(images, resize_y=height, resize_x=width, interp_type=_interp(modes[resized]),
+                                       antialias=True)
                     resized += 1
                 else:
                     start = fn.external_source(name=f"step{i}a", dtype=types.INT32, ndim=1)
@@ -128,7 +130,8 @@ class DaliDecoder:
                 for s, kind in enumerate(kinds):
                     values = [plans[i][s][1] for i in chunk]
                     if kind == "resize":
-                        inputs[f"step{s}"] = [np.array(v, dtype=np.float32) for v in values]
+                        inputs[f"step{s}y"] = [np.array(v[0], dtype=np.float32) for v in values]
+                        inputs[f"step{s}x"] = [np.array(v[1], dtype=np.float32) for v in values]
                     else:
                         inputs[f"step{s}a"] = [np.array(v[:2], dtype=np.int32) for v in values]
                         inputs[f"step{s}s"] = [np.array(v[2:], dtype=np.int32) for v in values]
