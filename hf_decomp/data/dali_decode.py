@@ -92,7 +92,8 @@ class DaliDecoder:
                       device_id=self.device.index or 0, prefetch_queue_depth=1)
         def pipeline():
             images = fn.decoders.image(fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1), device="mixed",
-                                       output_type=types.RGB, jpeg_fancy_upsampling=True)  # as libjpeg
+                                       output_type=types.RGB, jpeg_fancy_upsampling=True,  # as libjpeg / PIL
+                                       adjust_orientation=False)  # PIL's path ignores EXIF orientation too
             resized = 0
             for i, kind in enumerate(kinds):
                 if kind == "resize":
