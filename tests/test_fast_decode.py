@@ -187,7 +187,8 @@ def test_cpu_fast_keeps_efficientnet_lite0_predictions_on_real_samples(one_threa
     adapter = load_efficientnet_lite0()
     table = pq.read_table(SHARED / "data" / "imagenet-samples" / "validation-00000-of-00001.parquet",
                           columns=["image", "label"]).slice(0, 32)
-    rows = [{"image": c, "label": l} for c, l in zip(table.column(0).to_pylist(), table.column(1).to_pylist())]
+    rows = [{"image": cell, "label": label} for cell, label in zip(table.column(0).to_pylist(),
+                                                                  table.column(1).to_pylist())]
     predicted = []
     for decode in ("cpu", "cpu-fast"):
         batch = ImageBatchCollator(adapter.transform, "image", "label", adapter.input_size, decode=decode)(rows)

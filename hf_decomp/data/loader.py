@@ -14,7 +14,6 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
 from ..utils.errors import DecompValueError
-
 from .dali_decode import DALI, DaliDecoder, check_dali
 from .datasets import ImageSplit, image_cell_bytes
 from .fast_decode import CPU_FAST, FastGeometry, check_fast_decode, decode_jpeg_rgb
