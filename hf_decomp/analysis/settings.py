@@ -65,7 +65,7 @@ class AnalysisSettings:
         limit / eval_limit (`int`, *optional*): seeded random subsets of the statistics / eval split.
         batch_size (`int`, defaults to 256), num_workers (`int`, *optional*): the passes' loader.
         decode (`str`, defaults to ``"cpu"``): ``"cpu-fast"`` decodes JPEGs with libjpeg-turbo and resizes with
-            torch (pixels within one level of the model's transform); ``"gpu"`` decodes JPEGs on the CUDA
+            torch (pixels within two levels of the model's transform); ``"gpu"`` decodes JPEGs on the CUDA
             device (nvJPEG), ``"dali"`` with NVIDIA DALI there (refused without DALI or CUDA).
         seed (`int`, defaults to 0): seeds the subsets and the ablation noise.
         k1 / k2 (`int` or `float`): features voted per sample / kept per class (fractions of each layer's

@@ -189,7 +189,7 @@ _DATA = {
     "decode": (("--decode",), dict(default="cpu", choices=DECODE_CHOICES,
                                    help="where JPEG images are decoded: loader workers with PIL (cpu), loader "
                                         "workers with libjpeg-turbo + torch's resize (cpu-fast: pixels within "
-                                        "one level; pip install simplejpeg), the CUDA device (gpu: nvJPEG; falls "
+                                        "two levels; pip install simplejpeg), the CUDA device (gpu: nvJPEG; falls "
                                         "back to cpu without CUDA) or NVIDIA DALI on the device (dali: refused "
                                         "without DALI or CUDA)")),
 }
