@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from hf_decomp.data.loader import DECODERS  # noqa: E402
 from hf_decomp.method.statistics import ClassStatistics  # noqa: E402
 from hf_decomp.models import load_classifier  # noqa: E402
 from hf_decomp.passes.evaluation import EvaluationAccumulator  # noqa: E402
@@ -111,21 +112,17 @@ def compute_path(adapter, device, args, precision: str) -> dict:
             "statistics_over_bare": bare_s / stats_s, "evaluation_over_bare": bare_s / eval_s}
 
 
-def synthetic_split(num_images: int, size: int, num_classes: int, unique: int = 1024):
-    """An in-memory split of ``num_images`` JPEG rows (``unique`` distinct photos-like images, repeated).
+def synthetic_jpegs(count: int, size: int) -> list[bytes]:
+    """``count`` distinct photo-like JPEGs of ``size`` x 1.25 * ``size`` px (``size`` 257 -> 257 x 321).
 
-    Smooth random images (upsampled noise plus grain) compress like photos (~20-40 kB at 256 px);
-    decoding cost per row does not depend on repeats, and the bytes stay small in memory.
+    Smooth random images (upsampled noise plus grain) compress like photos (~20-40 kB at 256 px).
     """
-    import datasets
     import numpy as np
     from PIL import Image
 
-    from hf_decomp.data import ImageSplit
-
     rng = np.random.default_rng(0)
     encoded = []
-    for _ in range(min(unique, num_images)):
+    for _ in range(count):
         coarse = Image.fromarray(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)).resize(
             (int(size * 1.25), size), Image.Resampling.BICUBIC)
         grain = rng.normal(0, 8, (size, int(size * 1.25), 3))
@@ -133,6 +130,19 @@ def synthetic_split(num_images: int, size: int, num_classes: int, unique: int = 
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
         encoded.append(buffer.getvalue())
+    return encoded
+
+
+def synthetic_split(num_images: int, size: int, num_classes: int, unique: int = 1024):
+    """An in-memory split of ``num_images`` JPEG rows (``unique`` distinct :func:`synthetic_jpegs`, repeated):
+    decoding cost per row does not depend on repeats, and the bytes stay small in memory."""
+    import datasets
+    import numpy as np
+
+    from hf_decomp.data import ImageSplit
+
+    encoded = synthetic_jpegs(min(unique, num_images), size)
+    rng = np.random.default_rng(1)  # random labels: the speed check does not read them
     images = [{"bytes": encoded[i % len(encoded)], "path": None} for i in range(num_images)]
     features = datasets.Features({"image": datasets.Image(decode=False),
                                   "label": datasets.ClassLabel(num_classes=num_classes)})
@@ -214,8 +224,9 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--images", type=int, default=16384, help="synthetic JPEGs of the end-to-end part (0: skip)")
     parser.add_argument("--num-workers", type=int, default=None, help="default: from the machine (cores - 1 on a GPU)")
-    parser.add_argument("--decode", nargs="+", default=["cpu", "gpu"], choices=("cpu", "gpu"),
-                        help="end-to-end runs: JPEG decoded by the loader workers and/or on the GPU (nvJPEG)")
+    parser.add_argument("--decode", nargs="+", default=["cpu", "gpu"], choices=DECODERS,
+                        help="end-to-end runs: JPEG decoded by the loader workers (cpu: PIL, cpu-fast: libjpeg-turbo "
+                             "+ torch resize) and/or on the GPU (gpu: nvJPEG, dali: NVIDIA DALI)")
     parser.add_argument("--k1", type=int, default=102, help="0.05 * d for resnet50")
     parser.add_argument("--k2", type=int, default=50)
     parser.add_argument("--head-batch", type=int, default=256)
@@ -231,6 +242,15 @@ def main(argv=None) -> int:
         args.image_size, args.images, args.num_workers, args.head_batch, args.k1 = 64, 16, 1, 8, 5
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    if "dali" in args.decode and args.images:
+        from hf_decomp.data.dali_decode import check_dali
+        from hf_decomp.utils.errors import DecompValueError
+
+        try:
+            check_dali(device)
+        except DecompValueError as e:  # before minutes of other parts: one line, no traceback
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {name}; torch {torch.__version__}; model {args.model}; batch {args.batch_size}; "
           f"{args.image_size} px; channels_last={args.channels_last}", flush=True)

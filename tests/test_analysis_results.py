@@ -145,7 +145,7 @@ def test_an_adapter_is_recorded_by_its_name():
     (dict(save_every_minutes=0), r"save_every_minutes=0 must be > 0"),
     (dict(num_workers=-1), r"num_workers=-1 must be an integer >= 0"),
     (dict(top_images=-2), r"top_images=-2 must be an integer >= 0"),
-    (dict(decode="tpu"), r"decode='tpu' is not one of cpu, gpu"),
+    (dict(decode="tpu"), r"decode='tpu' is not one of cpu, cpu-fast, gpu, dali"),
     (dict(mixed_precision="fp64"), r"mixed_precision='fp64' is not one of no, fp16, bf16, fp8"),
     (dict(coverage=50), r"coverage=50 must be a fraction in \(0, 1\]"),
     (dict(k1="5"), r"k1='5' must be a positive integer"),

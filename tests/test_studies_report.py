@@ -145,3 +145,29 @@ def test_real_efficientnet_lite0_classifies_the_paper_classes():
     names = [adapter.label_names[p] for p in predicted]
     # measured: all but the poodle (taken for a Bedlington terrier) are right
     assert names == [*PAPER_IMAGENET_CLASSES[:5], "Bedlington terrier", *PAPER_IMAGENET_CLASSES[6:]]
+
+
+def test_imagenet_study_feature_pass_runs_in_small_batches(tmp_path):
+    """The ImageNet study's memory is bounded by its feature batch (issue 22: 256 images of 224 px peaked at
+    5.6 GB); every forward it makes holds at most IMAGENET_FEATURE_BATCH images, whatever the split's size."""
+    from conftest import make_color_dataset
+
+    from hf_decomp.studies.suite import IMAGENET_FEATURE_BATCH, imagenet_activation_study
+
+    rows = IMAGENET_FEATURE_BATCH + 1
+    dataset = make_color_dataset(tmp_path / "samples", per_class=-(-rows // 3), splits=("validation",))
+    model = str(save_tiny_timm_model(tmp_path / "tiny"))
+    batches = []
+
+    def record(module, args):
+        if args and isinstance(args[0], torch.Tensor) and args[0].ndim == 4:
+            batches.append(args[0].shape[0])
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        result = imagenet_activation_study(tmp_path / "out", model=model, dataset=str(dataset), classes=["colour_0"],
+                                           k=1, cache_dir=str(tmp_path / "cache"))
+    finally:
+        handle.remove()
+    assert max(batches) == IMAGENET_FEATURE_BATCH  # the first batch of the feature pass
+    assert f"over the {3 * -(-rows // 3)} sample images" in result.data["selection"]  # all rows were read

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
+from ..data.loader import DECODERS as LOADER_DECODERS
 from ..utils.checks import check_positive_int
 from ..utils.errors import DecompValueError
 from ..utils.settings import CommandSettings
@@ -29,7 +30,7 @@ RENAMED_SETTINGS = {
     "checkpoint_dir": "resume_dir",
 }
 
-DECODERS = ("cpu", "gpu")
+DECODERS = LOADER_DECODERS  # cpu, cpu-fast, gpu, dali
 _PATH_FIELDS = ("model", "weights", "dataset", "label_map", "out", "resume_dir")  # kept as str: JSON-serialisable
 MIXED_PRECISION = (None, "no", "fp16", "bf16", "fp8")
 
@@ -65,7 +66,9 @@ class AnalysisSettings(CommandSettings):
         streaming (`bool`): stream the dataset instead of downloading it.
         limit / eval_limit (`int`, *optional*): seeded random subsets of the statistics / eval split.
         batch_size (`int`, defaults to 256), num_workers (`int`, *optional*): the passes' loader.
-        decode (`str`, defaults to ``"cpu"``): ``"gpu"`` decodes JPEGs on the CUDA device.
+        decode (`str`, defaults to ``"cpu"``): ``"cpu-fast"`` decodes JPEGs with libjpeg-turbo and resizes with
+            torch (pixels within two levels of the model's transform); ``"gpu"`` decodes JPEGs on the CUDA
+            device (nvJPEG), ``"dali"`` with NVIDIA DALI there (refused without DALI or CUDA).
         seed (`int`, defaults to 0): seeds the subsets and the ablation noise.
         k1 / k2 (`int` or `float`): features voted per sample / kept per class (fractions of each layer's
             width with ``layers``). coverage (`float`, *optional*): instead of k2, the fewest features

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+DECODE_CHOICES = ("cpu", "cpu-fast", "gpu", "dali")  # hf_decomp.data.loader.DECODERS, without importing torch
+
 __all__ = ["HelpFormatter", "positive_int", "non_negative_int", "int_or_fraction", "coverage_fraction", "int_list",
            "name_list",
            "criterion_choices", "add_deprecated_alias", "refuse_flag", "add_model_arguments", "add_data_arguments",
@@ -199,9 +201,12 @@ _DATA = {
     "num_workers": (("--num-workers",), dict(type=non_negative_int, default=None,
                                              help="data-loader workers (not given: from the machine's cores and "
                                                   "the device)")),
-    "decode": (("--decode",), dict(default="cpu", choices=("cpu", "gpu"),
-                                   help="where JPEG images are decoded: loader workers (cpu) or the CUDA device "
-                                        "(gpu: nvJPEG; falls back to cpu without CUDA)")),
+    "decode": (("--decode",), dict(default="cpu", choices=DECODE_CHOICES,
+                                   help="where JPEG images are decoded: loader workers with PIL (cpu), loader "
+                                        "workers with libjpeg-turbo + torch's resize (cpu-fast: pixels within "
+                                        "two levels; pip install simplejpeg), the CUDA device (gpu: nvJPEG; falls "
+                                        "back to cpu without CUDA) or NVIDIA DALI on the device (dali: refused "
+                                        "without DALI or CUDA)")),
 }
 STUDY_DATA = ("dataset", "stats_split", "eval_split", "label_map", "limit", "eval_limit", "batch_size", "num_workers")
 

@@ -13,14 +13,22 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
+from ..utils.errors import DecompValueError
+from .dali_decode import DALI, DaliDecoder, check_dali
 from .datasets import ImageSplit, image_cell_bytes
+from .fast_decode import CPU_FAST, FastGeometry, check_fast_decode, decode_jpeg_rgb
 from .gpu_decode import decode_on_device, gpu_decode_available, is_jpeg
 from .image_modes import to_rgb
 from .labels import label_index
 from .preprocessing import split_preprocessing
 
 __all__ = ["ImageBatchCollator", "make_dataloader", "decode_image", "image_key", "default_num_workers",
-           "compute_threads"]
+           "compute_threads", "DECODERS"]
+
+# where images are decoded: PIL in the workers; libjpeg-turbo + torch's SIMD resize in the workers
+# (:mod:`.fast_decode`); nvJPEG through torchvision (:mod:`.gpu_decode`); NVIDIA DALI (:mod:`.dali_decode`)
+DECODERS = ("cpu", CPU_FAST, "gpu", DALI)
+_ON_DEVICE = ("gpu", DALI)  # the batch carries the encoded bytes, the main process decodes on the device
 
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -67,9 +75,11 @@ class ImageBatchCollator:
             transform without resize, e.g. CIFAR models fed 64 px images) is resized to it and counted.
             Images already at this size skip the geometric part when it would leave them unchanged.
         uint8: hand over uint8 batches when the transform allows it (False: always the float path).
-        decode: ``"gpu"`` leaves JPEG bytes undecoded: the batch holds ``encoded`` (a list of 1-D uint8
-            byte tensors, or (3, H, W) uint8 images for other formats) for
-            :func:`~hf_decomp.data.gpu_decode.decode_on_device`. Needs a transform with a uint8 split.
+        decode: ``"gpu"`` and ``"dali"`` leave JPEG bytes undecoded: the batch holds ``encoded`` (a list of
+            1-D uint8 byte tensors, or (3, H, W) uint8 images for other formats) for
+            :meth:`device_decoder`. Needs a transform with a uint8 split. ``"cpu-fast"`` decodes JPEGs with
+            libjpeg-turbo and resizes with torch (:mod:`~hf_decomp.data.fast_decode`; refused, with the
+            reason, for transforms it cannot reproduce).
     """
 
     def __init__(self, transform: Callable, image_column: str, label_column: str | None,
@@ -83,10 +93,23 @@ class ImageBatchCollator:
         self.preprocessing = split_preprocessing(transform) if uint8 else None
         self.skip_at_input_size = (self.preprocessing is not None and self.input_size is not None
                                    and self.preprocessing.identity_at(*self.input_size[1:]))
+        if decode not in DECODERS:
+            raise DecompValueError(f"decode={decode!r} is not one of {', '.join(DECODERS)} (--decode)")
+        self.fast_geometry = None
+        if decode in (CPU_FAST, DALI):  # refused rather than silently decoded another way
+            if decode == CPU_FAST:
+                check_fast_decode()
+            self.fast_geometry = FastGeometry.from_plan(self.preprocessing if uint8 else None)
+            if decode == DALI and input_size is None:
+                raise DecompValueError("--decode dali needs the model's input size to batch images on the device")
         self.decode = decode if self.preprocessing is not None and input_size is not None else "cpu"
+        if decode == CPU_FAST:
+            self.decode = CPU_FAST
 
-    def device_decoder(self, device):
-        """For ``decode="gpu"`` batches: ``encoded`` list -> uint8 (B, 3, H, W) on ``device``; else None."""
+    def device_decoder(self, device, batch_size: int = 256):
+        """For ``decode="gpu"`` / ``"dali"`` batches: ``encoded`` list -> uint8 (B, 3, H, W) on ``device``; else None."""
+        if self.decode == DALI:
+            return DaliDecoder(self.fast_geometry, device, self.input_size, batch_size)
         if self.decode != "gpu":
             return None
         return partial(decode_on_device, plan=self.preprocessing, device=device, input_size=self.input_size,
@@ -116,14 +139,36 @@ class ImageBatchCollator:
         height, width = self.input_size[1:]
         return self.preprocessing.to_uint8(image.resize((width, height), Image.Resampling.BILINEAR)), True
 
+    def _fast_uint8_pixels(self, cell) -> tuple[torch.Tensor, bool]:
+        """``decode="cpu-fast"``: (3, H, W) uint8 of a cell; JPEG through libjpeg-turbo and torch, others
+        (and images the model's steps leave at another size) through :meth:`_uint8_pixels`."""
+        pixels = decode_jpeg_rgb(cell.get("bytes") if isinstance(cell, dict) else cell)
+        if pixels is not None:
+            if self.skip_at_input_size and pixels.shape[:2] == self.input_size[1:]:
+                return torch.from_numpy(pixels).permute(2, 0, 1), False
+            out = self.fast_geometry(pixels)
+            if self.input_size is None or tuple(out.shape) == self.input_size:
+                return out, False
+            image = Image.fromarray(pixels)
+        else:
+            image = decode_image(cell)
+        array, resized = self._uint8_pixels(image)  # the PIL path, its resize fallback counted there
+        return torch.from_numpy(np.array(array)).permute(2, 0, 1), resized  # np.asarray of PIL is read-only
+
+    def _cell_pixels(self, cell) -> tuple:
+        if self.decode == CPU_FAST:
+            return self._fast_uint8_pixels(cell)
+        if self.preprocessing is None:
+            return self._pixels(decode_image(cell))
+        return self._uint8_pixels(decode_image(cell))
+
     def __call__(self, rows: list[dict]) -> dict:
-        if self.decode == "gpu":
+        if self.decode in _ON_DEVICE:
             return self._encoded_batch(rows)
-        convert = self._pixels if self.preprocessing is None else self._uint8_pixels
         pixels, labels, keys, skipped, resized = [], [], [], 0, 0
         for row in rows:
             try:
-                array, was_resized = convert(decode_image(row[self.image_column]))
+                array, was_resized = self._cell_pixels(row[self.image_column])
             except _DECODE_ERRORS:
                 skipped += 1
                 continue
@@ -135,7 +180,7 @@ class ImageBatchCollator:
                 keys.append(image_key(row[self.image_column]))
         if not pixels:
             stacked = torch.empty(0)
-        elif self.preprocessing is None:
+        elif self.preprocessing is None or self.decode == CPU_FAST:  # (3, H, W) tensors: one planar copy
             stacked = torch.stack(pixels)
         else:  # (B, H, W, 3) in one block, seen as (B, 3, H, W): channels-last strides, no copy
             stacked = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
@@ -211,10 +256,14 @@ def make_dataloader(
     :func:`~hf_decomp.data.preprocessing.batch_to_device`. ``device`` (default: CUDA when present)
     sets the default workers and pins memory only for CUDA. ``decode="gpu"`` (JPEG on a CUDA device)
     leaves JPEG bytes for :func:`~hf_decomp.data.gpu_decode.decode_on_device`; elsewhere it is ignored.
+    ``decode="dali"`` is refused without DALI or a CUDA device; ``"cpu-fast"`` without simplejpeg.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     num_workers = default_num_workers(device) if num_workers is None else num_workers
-    decode = decode if gpu_decode_available(device) else "cpu"
+    if decode == DALI:
+        check_dali(device)
+    elif decode == "gpu" and not gpu_decode_available(device):
+        decode = "cpu"
     if split.streaming:
         # an iterable dataset gives each worker whole shards; more workers than shards would idle
         num_workers = min(num_workers, max(1, getattr(split.dataset, "num_shards", 1)))

@@ -66,7 +66,10 @@ class FeaturePass:
         with_keys: yield (features, labels, keys) with the per-image content keys of the collator.
         channels_last: feed the model channels-last inputs (faster convolutions on recent GPUs).
         decode: ``"gpu"`` decodes JPEG images on a CUDA device (:mod:`hf_decomp.data.gpu_decode`);
-            the default ``"cpu"`` decodes in the loader workers (also the fallback without CUDA).
+            the default ``"cpu"`` decodes in the loader workers (also the fallback without CUDA);
+            ``"cpu-fast"`` decodes there with libjpeg-turbo and torch's resize (:mod:`hf_decomp.data.fast_decode`);
+            ``"dali"`` decodes with NVIDIA DALI on the device (:mod:`hf_decomp.data.dali_decode`, refused
+            without DALI or CUDA).
 
     ``position`` counts this process's batches consumed so far, ``start_batch`` included: after a
     yielded batch is used, saving the sums with ``position`` makes a checkpoint that resumes exactly.
@@ -99,7 +102,7 @@ class FeaturePass:
         loader = make_dataloader(split, self.adapter.transform, self.batch_size, self.num_workers,
                                  input_size=self.adapter.input_size, with_keys=self.with_keys,
                                  device=accelerator.device, decode=self.decode)
-        decoder = loader.collate_fn.device_decoder(accelerator.device)
+        decoder = loader.collate_fn.device_decoder(accelerator.device, self.batch_size)
         if split.streaming:  # already sharded by node; accelerate's iterable sharding would pad
             return loader, True, decoder
         # batches reach the device through device_batches (uint8 copy, normalisation there)
