@@ -84,3 +84,19 @@ def test_validation_literals():
         check_k("k1", 5, 4)
     with pytest.raises(DecompValueError, match="grid is empty"):
         check_k_values("k2", [], 4)
+
+
+def test_analyze_prints_an_undefined_rho_when_the_full_model_gets_nothing_right(monkeypatch, capsys):
+    """A model with 0 % full accuracy has no rho (None): the summary says so instead of a traceback."""
+    import types
+
+    import hf_decomp.analysis.run as run_module
+    from hf_decomp.cli import main as cli_main
+
+    metrics = {"full_accuracy": 0.0, "decomposed_accuracy": 0.0, "rho": None,
+               "noise_ablation": {"influential_to_noise_accuracy": 0.0, "non_influential_to_noise_accuracy": 0.0},
+               "multiply_adds": {"full": 30, "decomposed": 6}}
+    fake = types.SimpleNamespace(metrics=metrics, warnings=[], out_dir=None, layer_indices=None)
+    monkeypatch.setattr(run_module, "analyze", lambda settings: fake)
+    assert cli_main(["analyze", "--model", "x"]) == 0
+    assert "rho = undefined (full accuracy is 0 %)" in capsys.readouterr().out

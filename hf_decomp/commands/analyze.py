@@ -58,13 +58,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     m = result.metrics
     noise = m["noise_ablation"]
+
+    def ratio(value) -> str:  # rho is undefined (None) when the full model gets nothing right
+        return "undefined (full accuracy is 0 %)" if value is None else f"{value:.4f}"
+
     print(f"full accuracy        {m['full_accuracy']:.2f} %")
-    print(f"decomposed accuracy  {m['decomposed_accuracy']:.2f} %   rho = {m['rho']:.4f}")
+    print(f"decomposed accuracy  {m['decomposed_accuracy']:.2f} %   rho = {ratio(m['rho'])}")
     print(f"noise ablation       influential->noise {noise['influential_to_noise_accuracy']:.2f} %, "
           f"non-influential->noise {noise['non_influential_to_noise_accuracy']:.2f} %")
     if "bias_corrected" in m:
         print(f"+ bias correction    {m['bias_corrected']['decomposed_accuracy']:.2f} %   "
-              f"rho = {m['bias_corrected']['rho']:.4f}")
+              f"rho = {ratio(m['bias_corrected']['rho'])}")
     print(f"final-layer MACs     {m['multiply_adds']['full']} -> {m['multiply_adds']['decomposed']}")
     for warning in result.warnings:
         print(f"warning: {warning}")
