@@ -9,6 +9,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from test_specialize import TwoLayerColourNet
 
 from hf_decomp.specialize.criteria import (
     PRUNING_CRITERIA,
@@ -27,8 +28,8 @@ INPUT = (3, 4, 4)
 EPS = 1e-5  # BatchNorm2d's default
 
 
-class ThreeColourNet(nn.Module):
-    """1x1 conv -> BN -> ReLU -> 1x1 conv -> BN -> ReLU -> pool -> linear, hand-set, three classes.
+class ThreeColourNet(TwoLayerColourNet):
+    """The same 1x1 conv -> BN -> ReLU -> 1x1 conv -> BN -> ReLU -> pool -> linear, other hand-set weights.
 
     Layer-1 channels: 0 = R, 1 = G, 2 = 5 B (the largest weights), 3 = 0.1 (R + G + B), read by no class.
     Layer 2 is the identity. Class c's logit reads channel c only (blue's at 1/5), so a channel serves
@@ -38,28 +39,11 @@ class ThreeColourNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)
-        self.conv2, self.bn2 = nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4, 3)
         with torch.no_grad():
             self.conv1.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 5], [0.1, 0.1, 0.1]])[:, :, None, None])
             self.conv2.weight.copy_(torch.eye(4)[:, :, None, None])
             self.fc.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0.2, 0]]))
             self.fc.bias.zero_()
-        self.eval()
-
-    def get_classifier(self):
-        return self.fc
-
-    def forward_features(self, x):
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = x.mean(dim=(2, 3))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def colour_images(colours, per_class: int = 4):
