@@ -152,6 +152,9 @@ def test_refit_command_writes_results_and_refuses_foreign_cache(tmp_path, color_
     assert metrics["k"] == 2 and metrics["multiply_adds"]["decomposed"] == 6
     assert (tmp_path / "r" / "head.safetensors").is_file() and (cache / "train" / "meta.json").is_file()
     assert 0.0 <= metrics["decomposed_accuracy"] <= 100.0
+    halves = metrics["test_halves"]  # the honest estimate beside the validation choice, and its line
+    assert halves["protocol"] == "test-half-crossfit" and sum(halves["sizes"]) == metrics["eval_samples"]
+    assert "test halves (keep chosen on one half, read on the other, averaged)" in capsys.readouterr().out
     # same cache folder, another model: refused by its metadata, exit code 2
     from helpers_models import save_tiny_timm_model
 
@@ -216,3 +219,32 @@ def test_resnet20_refit_recovers_accuracy_on_a_subset():
     assert full == pytest.approx(90.60, abs=0.1)
     assert plain == pytest.approx(87.40, abs=0.1)
     assert refit == pytest.approx(89.00, abs=0.1)
+
+
+def test_test_half_estimate_chooses_keep_on_one_half_and_reads_the_other():
+    """Two candidate heads on 8 test rows (4 per class): 'good' is right everywhere but rows 0 and 4, 'left'
+    always says class 0. The halves come from stratified_halves; every number is recomputed by hand."""
+    from hf_decomp.metrics.crossfit import stratified_halves
+    from hf_decomp.recovery.heads import _test_half_estimate
+
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    x = torch.nn.functional.one_hot(y, 2).float()  # features = the true class
+    x[0], x[4] = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])  # rows 0 and 4 look like the other class
+
+    def good(f):
+        return f
+
+    def left(f):
+        return torch.tensor([1.0, 0.0]).expand(f.shape[0], 2)
+
+    result = _test_half_estimate([good, left], [0.5, 0.75], x, y, torch.eye(2), torch.zeros(2), seed=0)
+    a, b = stratified_halves(y, 0)
+
+    def acc(head, rows):
+        return 100.0 * float((head(x[rows]).argmax(1) == y[rows]).float().mean())
+
+    assert result["half_a"] == {"0.5": acc(good, a), "0.75": acc(left, a)}
+    assert result["half_b"] == {"0.5": acc(good, b), "0.75": acc(left, b)}
+    assert result["chosen_on_a"] == "0.5" and result["chosen_on_b"] == "0.5"  # 'good' wins on both halves
+    assert result["accuracy"] == (acc(good, a) + acc(good, b)) / 2 == 75.0
+    assert result["full_accuracy"] == 75.0 and result["sizes"] == [4, 4]  # the full layer is 'good' here

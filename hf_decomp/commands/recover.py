@@ -111,6 +111,9 @@ def run_refit(args: argparse.Namespace) -> int:
     with staged_output_dir(args.out, args.overwrite) as staging:
         save_recovered_head(head, adapter, metrics, staging)
     _print_accuracies(metrics, "refit")
+    halves = metrics["test_halves"]
+    print(f"test halves (keep chosen on one half, read on the other, averaged): refit {halves['accuracy']:.2f} "
+          f"± {halves['standard_error']:.2f} %   full {halves['full_accuracy']:.2f} %")
     print(f"(criterion {metrics['method']}, k2 = {metrics['k']}, keep = {metrics['keep']}, "
           f"bias correction {metrics['bias_correction']}; choices made on validation)")
     print(f"results in {args.out}/ (indices.json, head.safetensors, metrics.json)")

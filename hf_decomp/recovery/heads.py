@@ -13,6 +13,7 @@ import torch
 from ..data import default_eval_split, load_image_split
 from ..data.holdout import hold_out
 from ..data.labels import align_labels, to_model_labels
+from ..metrics.crossfit import crossfit_choice, half_standard_error, stratified_halves
 from ..models import load_classifier
 from ..passes import feature_cache
 from ..passes.evaluation import accuracy_percent
@@ -37,6 +38,22 @@ def _check_rows_align(split, labels, features_labels) -> None:
         raise DecompValueError(
             f"{split.name} [{split.split}]: {labels.numel() - features_labels.numel()} images could not be read, so "
             f"rows cannot be held out by index; name a validation split with --val-split NAME.")
+
+
+@torch.no_grad()
+def _test_half_estimate(heads, keeps, test_x, test_y, weight, bias, seed: int) -> dict:
+    """The candidate (``keep``) chosen on one seeded, class-stratified half of the test split and read on the
+    other, both ways, averaged: an estimate no choice was made on, beside the validation choice (which the
+    pretrained CIFAR checkpoints' memorised training images cannot make honestly)."""
+    half_a, half_b = stratified_halves(test_y, seed)
+    names = [str(k) for k in keeps]
+    on_a = {n: accuracy_percent(h(test_x[half_a]), test_y[half_a]) for n, h in zip(names, heads)}
+    on_b = {n: accuracy_percent(h(test_x[half_b]), test_y[half_b]) for n, h in zip(names, heads)}
+    choice = crossfit_choice(on_a, on_b)
+    full = [accuracy_percent(test_x[h] @ weight.T + bias, test_y[h]) for h in (half_a, half_b)]
+    return {"protocol": "test-half-crossfit", "seed": seed, "sizes": [len(half_a), len(half_b)],
+            "half_a": on_a, "half_b": on_b, **choice, "full_accuracy": sum(full) / 2,
+            "standard_error": half_standard_error(choice["accuracy"], min(len(half_a), len(half_b)))}
 
 
 def build_recovered_head(model: str | None = None, dataset: str | None = None, *,
@@ -90,7 +107,7 @@ def build_recovered_head(model: str | None = None, dataset: str | None = None, *
         fit_x, fit_y = train_x, train_y
         val_x, val_y = _cached(adapter, held.validation, cache_dir, batch_size, num_workers)
     weight, bias = adapter.weight.detach().float().cpu(), adapter.bias.detach().float().cpu()
-    candidates, head, best = [], None, -1.0
+    candidates, heads_tried, head, best = [], [], None, -1.0
     for fraction in (s.keep if refits else [None]):
         candidate = decompose_head(weight, bias, fit_x, fit_y, criterion=criterion, k2=k2, k1=k1,
                                    bias_correction=s.bias_correction, refit=True, max_iter=s.max_iter,
@@ -98,6 +115,7 @@ def build_recovered_head(model: str | None = None, dataset: str | None = None, *
         with torch.no_grad():
             val_accuracy = accuracy_percent(candidate(val_x), val_y)
         candidates.append({"keep": fraction, "validation_accuracy": val_accuracy})
+        heads_tried.append(candidate)
         if val_accuracy > best:
             head, best = candidate, val_accuracy
     chosen = next(c for c in candidates if c["validation_accuracy"] == best)
@@ -107,6 +125,8 @@ def build_recovered_head(model: str | None = None, dataset: str | None = None, *
     with torch.no_grad():
         full = accuracy_percent(test_x @ weight.T + bias, test_y)
         decomposed = accuracy_percent(head(test_x), test_y)
+        test_halves = _test_half_estimate(heads_tried, [c["keep"] for c in candidates], test_x, test_y, weight,
+                                          bias, s.val_seed)
     memorised = s.memorised_validation(train.split) if held.fit_rows is not None else None
     metrics = {"model": adapter.name, "method": criterion, "k": k2, "bias_correction": s.bias_correction,
                "keep": chosen["keep"], "val_split": {**held.description, "memorised": memorised is not None,
@@ -117,6 +137,7 @@ def build_recovered_head(model: str | None = None, dataset: str | None = None, *
                               "memorised": memorised is not None},
                "full_accuracy": full, "decomposed_accuracy": decomposed, "rho": decomposed / full if full else None,
                "multiply_adds": {"full": weight.numel(), "decomposed": head.multiply_adds},
+               "test_halves": test_halves,
                "labels": {train.split: train_labels, test.split: test_labels}, "settings": s.to_dict()}
     return adapter, held.fit, held.validation, test, head, metrics
 
