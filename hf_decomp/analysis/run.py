@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..data import ImageSplit, default_eval_split, load_image_split, split_names
+from ..data.dali_decode import DALI, check_dali
 from ..data.datasets import unreadable_split_message
 from ..data.labels import align_labels
 from ..layers import FINAL, resolve_k, resolve_layers
@@ -265,6 +266,8 @@ def _analyze(settings: AnalysisSettings, accelerator) -> AnalysisResult:
     k1 = resolve_k("k1", k1, adapter.num_features)
     k2 = None if k2 is None else resolve_k("k2", k2, adapter.num_features)
 
+    if s.decode == DALI:  # refuse before any data is read (or downloaded)
+        check_dali(accelerator.device)
     eval_split = s.eval_split or default_eval_split(dataset)
     split_kwargs = dict(streaming=s.streaming, image_column=s.image_column, label_column=s.label_column, seed=seed)
     train = load_image_split(dataset, s.stats_split, limit=limit, **split_kwargs)
