@@ -36,19 +36,10 @@ from hf_decomp.specialize.pipeline import (
     restricted_network,
 )
 from hf_decomp.specialize.pruning import count_macs, resolve_classes
-from hf_decomp.specialize.recovery import latency_ms
+from hf_decomp.specialize.recovery import one_thread_latency
 from hf_decomp.specialize.vocabulary import CRITERIA
 
 SUBSETS = ("cat,dog", "airplane,ship", "automobile,truck", "bird,deer,frog")
-
-
-def _one_thread_latency(net, input_size) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return {"batch1": latency_ms(net, input_size, 1), "batch64": latency_ms(net, input_size, 64)}
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run_subset(adapter, model_name: str, subset: str, budgets, criteria, recipe: DistillRecipe, out: Path,
@@ -74,7 +65,7 @@ def run_subset(adapter, model_name: str, subset: str, budgets, criteria, recipe:
         halves = data.halves()
         full = {"test_accuracy": evaluate_accuracy(network, *data.test),
                 **{k: evaluate_accuracy(network, *v) for k, v in halves.items()},
-                "macs": full_macs, "params": parameter_count(model), "latency_ms": _one_thread_latency(network, input_size),
+                "macs": full_macs, "params": parameter_count(model), "latency_ms": one_thread_latency(network, input_size),
                 "half_sizes": [len(data.half_a), len(data.half_b)]}
         results.mkdir(parents=True, exist_ok=True)
         full_file.write_text(json.dumps(full, indent=1))
@@ -90,7 +81,7 @@ def run_subset(adapter, model_name: str, subset: str, budgets, criteria, recipe:
                     budget=budget, epochs=recipe.epochs, seed=seed, scoring_seconds=scored - started,
                     cpu_minutes=(time.process_time() - cpu_started) / 60,
                     wall_minutes=(time.perf_counter() - started) / 60, threads=torch.get_num_threads(),
-                    latency_ms=_one_thread_latency(student, input_size))
+                    latency_ms=one_thread_latency(student, input_size))
         results.mkdir(parents=True, exist_ok=True)
         (results / f"{allocation}-{budget}-{criterion}.json").write_text(json.dumps(info, indent=1))
         print(f"  {budget} {criterion:<12} MACs {info['macs_fraction']:.3f} test {info['test_accuracy']:.2f} "

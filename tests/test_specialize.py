@@ -67,11 +67,12 @@ class TwoLayerColourNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def colour_images(per_class: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Red (label 0 in the {red, blue} subset) and blue (label 1) images with a little noise."""
+def colour_images(per_class: int = 3, colours=(0, 2)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images lit in one colour channel each, with a little noise; labels are positions in ``colours``
+    (default red = 0 and blue = 1, the {red, blue} subset)."""
     generator = torch.Generator().manual_seed(0)
     images, labels = [], []
-    for position, channel in enumerate((0, 2)):
+    for position, channel in enumerate(colours):
         for _ in range(per_class):
             image = 0.01 * torch.rand(INPUT, generator=generator)
             image[channel] += 1.0

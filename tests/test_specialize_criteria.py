@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from test_specialize import TwoLayerColourNet
+from test_specialize import TwoLayerColourNet, colour_images
 
 from hf_decomp.specialize.criteria import (
     PRUNING_CRITERIA,
@@ -46,24 +46,11 @@ class ThreeColourNet(TwoLayerColourNet):
             self.fc.bias.zero_()
 
 
-def colour_images(colours, per_class: int = 4):
-    """Images lit in one colour channel each (plus a little noise); labels are positions in ``colours``."""
-    generator = torch.Generator().manual_seed(0)
-    images, labels = [], []
-    for position, channel in enumerate(colours):
-        for _ in range(per_class):
-            image = 0.01 * torch.rand(INPUT, generator=generator)
-            image[channel] += 1.0
-            images.append(image)
-            labels.append(position)
-    return torch.stack(images), torch.tensor(labels)
-
-
 def specialize_channels(criterion: str, classes: list[int]) -> list[int]:
     """Layer-1 channels kept when half of every group is pruned for ``classes`` by ``criterion``."""
     net = ThreeColourNet()
     prepared = restrict_head(prepare_for_pruning(net), classes)
-    pixels, labels = colour_images(classes)
+    pixels, labels = colour_images(4, classes)
     scores = score_groups(criterion, CriterionInputs(prepared, INPUT, pixels, labels, CUSTOMIZED_PRUNERS))
     pruned = prune_by_ratio(prepared, INPUT, FrozenImportance(scores), 0.5, "uniform")
     return [int(torch.nonzero(net.conv1.weight[:, :, 0, 0] == row.view(1, -1)).view(-1, 2)[:, 0].mode().values)
@@ -97,7 +84,7 @@ def test_propagated_scores_are_absolute_weights_times_the_scores_above_literal()
 
 def test_final_feature_scores_weight_each_class_head_row_by_its_vote_share():
     net = restrict_head(ThreeColourNet(), [0, 2])
-    pixels, labels = colour_images([0, 2])
+    pixels, labels = colour_images(4, [0, 2])
     # k1 = 1 of 4: red images all vote channel 0, blue images channel 2 (5 B); |W| = 1 and 0.2 there
     scores = final_feature_scores(net, pixels, labels, k1_fraction=0.25)
     torch.testing.assert_close(scores, torch.tensor([1.0, 0.0, 0.2, 0.0], dtype=torch.float64))

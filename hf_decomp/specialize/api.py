@@ -25,7 +25,7 @@ from .pipeline import (
     restricted_network,
 )
 from .pruning import check_budget, count_macs, resolve_classes
-from .recovery import latency_ms
+from .recovery import one_thread_latency
 from .settings import SpecializeSettings
 
 __all__ = ["specialize", "resume_folder"]
@@ -41,17 +41,6 @@ def resume_folder(settings: SpecializeSettings) -> Path:
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
     out = Path(settings.out)
     return out.with_name(f"{out.name}.resume") / digest
-
-
-def _latency(net, input_size) -> dict:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the card states one-thread latency
-    try:
-        return {"batch1": latency_ms(net, input_size, 1), "batch64": latency_ms(net, input_size, 64)}
-    finally:
-        torch.set_num_threads(threads)
 
 
 def specialize(settings: SpecializeSettings | None = None, /, progress: bool = True, **kwargs) -> dict:
@@ -92,7 +81,7 @@ def specialize(settings: SpecializeSettings | None = None, /, progress: bool = T
     full = {"name": "full model, restricted to the classes", "criterion": None, "macs": full_macs,
             "macs_fraction": 1.0, "params": parameter_count(model),
             "test_accuracy": evaluate_accuracy(network, *data.test),
-            **{k: evaluate_accuracy(network, *v) for k, v in halves.items()}, "latency_ms": _latency(network, input_size)}
+            **{k: evaluate_accuracy(network, *v) for k, v in halves.items()}, "latency_ms": one_thread_latency(network, input_size)}
     phases.update(1)
     table, networks = [full], {}
     for criterion in settings.criterion:
@@ -107,7 +96,7 @@ def specialize(settings: SpecializeSettings | None = None, /, progress: bool = T
         table.append({"name": f"{criterion}, {settings.allocation} allocation, distilled", "criterion": criterion,
                       **{k: info[k] for k in ("macs", "macs_fraction", "params", "pruning_ratio", "test_accuracy",
                                               "half_a", "half_b", "history")},
-                      "latency_ms": _latency(student, input_size)})
+                      "latency_ms": one_thread_latency(student, input_size)})
         phases.update(1)
     phases.set_postfix_str("saving")
     built = {row["criterion"]: row for row in table[1:]}

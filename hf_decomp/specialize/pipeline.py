@@ -28,7 +28,7 @@ from ..metrics.crossfit import stratified_halves
 from .criteria import CriterionInputs, score_groups
 from .distill import DistillRecipe, distill_specialist, evaluate_accuracy
 from .importance import GroupScores
-from .pruning import CUSTOMIZED_PRUNERS, count_macs, prepare_for_pruning, prune_to_budget, restrict_head
+from .pruning import CUSTOMIZED_PRUNERS, prepare_for_pruning, prune_to_budget, restrict_head
 from .recovery import class_rows, load_class_images
 
 __all__ = ["SpecialistData", "load_specialist_data", "restricted_network", "criterion_scores_cached",
@@ -138,10 +138,9 @@ def build_specialist(network: nn.Module, scores: GroupScores, budget: float, dat
     teacher = copy.deepcopy(network).eval()
     student, history = distill_specialist(pruned, teacher, data.train, data.halves(), recipe, seed=seed,
                                           checkpoint_dir=folder, progress=progress)
-    info.update(params=parameter_count(student), macs=count_macs(student, input_size), history=history,
-                test_accuracy=evaluate_accuracy(student, *data.test), half_a=history[-1]["half_a"],
-                half_b=history[-1]["half_b"])
-    info["macs_fraction"] = info["macs"] / full_macs
+    # training keeps the pruned shapes, so prune_to_budget's MAC count still holds
+    info.update(params=parameter_count(student), history=history, test_accuracy=evaluate_accuracy(student, *data.test),
+                half_a=history[-1]["half_a"], half_b=history[-1]["half_b"])
     if folder is not None:
         _write_atomic(folder / "result.json", lambda p: p.write_text(json.dumps(info, indent=1)))
     return student, info

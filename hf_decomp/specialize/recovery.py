@@ -17,7 +17,7 @@ from ..data.loader import decode_image
 from ..passes.evaluation import accuracy_percent
 from ..utils.errors import DecompValueError
 
-__all__ = ["class_rows", "load_class_images", "accuracy", "latency_ms"]
+__all__ = ["class_rows", "load_class_images", "accuracy", "latency_ms", "one_thread_latency"]
 
 
 def class_rows(split: ImageSplit, class_ids: Sequence[int]) -> dict[int, list[int]]:
@@ -66,3 +66,13 @@ def latency_ms(model: nn.Module, input_size: Sequence[int], batch: int, repeats:
         model(x)
         times.append(time.perf_counter() - start)
     return 1000.0 * sorted(times)[len(times) // 2]
+
+
+def one_thread_latency(model: nn.Module, input_size: Sequence[int]) -> dict:
+    """``{"batch1", "batch64"}`` milliseconds (:func:`latency_ms`) with one thread, as the model card states."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {"batch1": latency_ms(model, input_size, 1), "batch64": latency_ms(model, input_size, 64)}
+    finally:
+        torch.set_num_threads(threads)
