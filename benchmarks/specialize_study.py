@@ -19,7 +19,6 @@ study resumes where it stopped (per run and per epoch).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from hf_decomp.specialize.pipeline import (
 from hf_decomp.specialize.pruning import count_macs, resolve_classes
 from hf_decomp.specialize.recovery import one_thread_latency
 from hf_decomp.specialize.vocabulary import CRITERIA
+from hf_decomp.utils.files import atomic_write_json
 
 SUBSETS = ("cat,dog", "airplane,ship", "automobile,truck", "bird,deer,frog")
 
@@ -68,7 +68,7 @@ def run_subset(adapter, model_name: str, subset: str, budgets, criteria, recipe:
                 "macs": full_macs, "params": parameter_count(model), "latency_ms": one_thread_latency(network, input_size),
                 "half_sizes": [len(data.half_a), len(data.half_b)]}
         results.mkdir(parents=True, exist_ok=True)
-        full_file.write_text(json.dumps(full, indent=1))
+        atomic_write_json(full_file, full)
     for budget, criterion in todo:
         run_dir = folder / f"{allocation}-{budget}-{criterion}"
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -83,7 +83,7 @@ def run_subset(adapter, model_name: str, subset: str, budgets, criteria, recipe:
                     wall_minutes=(time.perf_counter() - started) / 60, threads=torch.get_num_threads(),
                     latency_ms=one_thread_latency(student, input_size))
         results.mkdir(parents=True, exist_ok=True)
-        (results / f"{allocation}-{budget}-{criterion}.json").write_text(json.dumps(info, indent=1))
+        atomic_write_json(results / f"{allocation}-{budget}-{criterion}.json", info)
         print(f"  {budget} {criterion:<12} MACs {info['macs_fraction']:.3f} test {info['test_accuracy']:.2f} "
               f"(A {info['half_a']:.2f}, B {info['half_b']:.2f}) {info['wall_minutes']:.1f} min", flush=True)
 

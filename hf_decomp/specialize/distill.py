@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,10 +22,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..utils.errors import DecompValueError
+from ..utils.files import atomic_write_file, atomic_write_json
 
 __all__ = ["DistillRecipe", "augment_batch", "distill_specialist", "evaluate_accuracy"]
 
@@ -98,27 +98,26 @@ def _save_state(folder: Path, model: nn.Module, optimizer, history: list[dict], 
         buffer = optimizer.state.get(p, {}).get("momentum_buffer")
         if buffer is not None:
             tensors[f"momentum.{i}"] = buffer.detach().contiguous()
-    # unique names per writer, then atomic renames: a kill leaves the previous epoch intact
-    tag = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    state_tmp, history_tmp = folder / (_STATE + tag), folder / (_HISTORY + tag)
-    save_file(tensors, state_tmp, metadata={"epoch": str(len(history) - 1)})
-    history_tmp.write_text(json.dumps({"recipe": asdict(recipe), "history": history}, indent=1))
-    os.replace(state_tmp, folder / _STATE)
-    os.replace(history_tmp, folder / _HISTORY)
+    # weights, momentum and history in one file renamed into place: a kill leaves the previous epoch whole
+    # (the JSON beside it is a readable copy; resuming reads the state file alone)
+    record = {"recipe": asdict(recipe), "history": history}
+    atomic_write_file(folder / _STATE, lambda p: save_file(tensors, p, metadata={"run": json.dumps(record)}))
+    atomic_write_json(folder / _HISTORY, record)
 
 
 def _load_state(folder: Path, model: nn.Module, optimizer, recipe: DistillRecipe) -> list[dict]:
     """The history so far, with ``model`` and ``optimizer`` restored; [] when there is nothing to resume."""
-    state, history = folder / _STATE, folder / _HISTORY
-    if not (state.is_file() and history.is_file()):
+    state = folder / _STATE
+    if not state.is_file():
         return []
-    saved = json.loads(history.read_text())
+    with safe_open(state, "pt") as handle:
+        saved = json.loads((handle.metadata() or {}).get("run", "{}"))
     if saved.get("recipe") != asdict(recipe):
         raise DecompValueError(f"{folder} holds a run with another recipe ({saved.get('recipe')}); resume with the "
                                f"same settings or give a new --out.")
     tensors = load_file(state)
     if [h["epoch"] for h in saved["history"]] != list(range(len(saved["history"]))):
-        raise DecompValueError(f"{history} is inconsistent; delete {folder} to start the run again.")
+        raise DecompValueError(f"{state} is inconsistent; delete {folder} to start the run again.")
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, p in enumerate(params):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..data import ImageSplit
 from ..metrics.crossfit import stratified_halves
+from ..utils.files import atomic_write_file
 from .criteria import CriterionInputs, score_groups
 from .distill import DistillRecipe, distill_specialist, evaluate_accuracy
 from .importance import GroupScores
@@ -99,12 +98,6 @@ def recalibrate_batchnorm(model: nn.Module, pixels: torch.Tensor, batch_size: in
     return model
 
 
-def _write_atomic(path: Path, write) -> None:
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def criterion_scores_cached(criterion: str, network: nn.Module, input_size, data: SpecialistData, *,
                             k1_fraction: float = 0.25, batch_size: int = 256,
                             folder: str | Path | None = None) -> GroupScores:
@@ -117,7 +110,7 @@ def criterion_scores_cached(criterion: str, network: nn.Module, input_size, data
     scores = score_groups(criterion, inputs)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, lambda p: save_file({k: v.contiguous() for k, v in scores.items()}, p,
+        atomic_write_file(path, lambda p: save_file({k: v.contiguous() for k, v in scores.items()}, p,
                                                 metadata={"criterion": criterion}))
     return scores
 
@@ -142,5 +135,5 @@ def build_specialist(network: nn.Module, scores: GroupScores, budget: float, dat
     info.update(params=parameter_count(student), history=history, test_accuracy=evaluate_accuracy(student, *data.test),
                 half_a=history[-1]["half_a"], half_b=history[-1]["half_b"])
     if folder is not None:
-        _write_atomic(folder / "result.json", lambda p: p.write_text(json.dumps(info, indent=1)))
+        atomic_write_file(folder / "result.json", lambda p: p.write_text(json.dumps(info, indent=1)))
     return student, info
